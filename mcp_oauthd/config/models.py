@@ -1,0 +1,415 @@
+"""The configuration model: validated once, frozen, passed in (never a global).
+
+Every model forbids unknown keys so a misspelt key is an error, not a silently ignored
+setting. Durations accept seconds (``3600``) or a suffixed string (``"1h"``, ``"30d"``).
+Secrets are resolved from a source (``value`` / ``env`` / ``file``) into ``SecretStr`` so
+their value never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """``3600`` / ``"3600"`` / ``"60m"`` / ``"1h"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 3600, '60m' or '1h'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return int(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("expected a duration such as 3600, '60m' or '1h'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """Resolve a secret source into its value. Error messages never contain the value.
+
+    ``env`` sources read the mapping passed as validation context ``{"environ": …}``
+    (what ``load_config(environ=…)`` uses), else ``os.environ``.
+    """
+    if isinstance(value, SecretStr):
+        return value
+    if isinstance(value, str):
+        return SecretStr(value)
+    if isinstance(value, dict):
+        keys = set(value)
+        if len(keys) != 1 or not keys <= {"value", "env", "file"}:
+            raise ValueError("a secret takes exactly one of 'value', 'env' or 'file'")
+        if "value" in value:
+            return SecretStr(str(value["value"]))
+        if "env" in value:
+            name = str(value["env"])
+            context = info.context if isinstance(info.context, dict) else {}
+            environ = context.get("environ", os.environ)
+            if name not in environ:
+                raise ValueError(f"environment variable {name} is not set; export it or use 'file'")
+            return SecretStr(environ[name])
+        path = Path(str(value["file"]))
+        try:
+            return SecretStr(path.read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            raise ValueError(
+                f"secret file {path} does not exist; create it or fix the path"
+            ) from None
+        except OSError as exc:
+            raise ValueError(f"secret file {path} cannot be read ({exc.strerror})") from None
+    raise ValueError("a secret is a string or one of {value: …}, {env: VAR}, {file: PATH}")
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_issuer(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("the issuer must be an absolute https URL, e.g. https://auth.example.com")
+    if parts.query or parts.fragment:
+        # RFC 8414 §2: the issuer has no query or fragment component.
+        raise ValueError("the issuer must not have a query or fragment (RFC 8414 §2)")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            "the issuer must use https except on loopback (localhost, 127.0.0.1, [::1]); "
+            "put mcp-oauthd behind TLS and use its https URL"
+        )
+    if value.endswith("/"):
+        raise ValueError("the issuer must not end with '/'; write it without the trailing slash")
+    return value
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- server
+class ServerConfig(Model):
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
+    shutdown_timeout: Duration = Field(
+        10, description="How long in-flight requests may run after SIGTERM."
+    )
+    backlog: int = Field(2048, ge=1, description="Listen backlog.")
+
+
+# --------------------------------------------------------------------------- storage
+class MemoryStorageConfig(Model):
+    type: Literal["memory"] = "memory"
+
+
+class SqliteStorageConfig(Model):
+    type: Literal["sqlite"] = "sqlite"
+    path: Path = Field(Path("mcp-oauthd.db"), description="SQLite database file.")
+    busy_timeout: Duration = Field(5, description="How long a writer waits for a lock.")
+
+    @field_validator("path")
+    @classmethod
+    def _writable_dir(cls, value: Path) -> Path:
+        parent = value.expanduser().resolve().parent
+        if not parent.is_dir():
+            raise ValueError(f"directory {parent} does not exist; create it or choose another path")
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"directory {parent} is not writable; fix its permissions")
+        return value
+
+
+class RedisStorageConfig(Model):
+    type: Literal["redis"] = "redis"
+    url: Secret = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="redis:// or rediss:// URL."
+    )
+    key_prefix: str = Field("mcp-oauthd:", description="Prefix of every key.")
+
+
+StorageConfig = Annotated[
+    MemoryStorageConfig | SqliteStorageConfig | RedisStorageConfig, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- providers
+class LocalUser(Model):
+    username: str = Field(min_length=1)
+    password_hash: str = Field(
+        description="argon2 hash from `mcp-oauthd hash-password`.", pattern=r"^\$argon2"
+    )
+    email: str | None = None
+    email_verified: bool = True
+    name: str | None = None
+    groups: list[str] = Field(default_factory=list)
+
+
+class LocalProviderConfig(Model):
+    type: Literal["local"] = "local"
+    users: list[LocalUser] = Field(default_factory=list, description="Users who may log in.")
+
+
+class OidcProviderConfig(Model):
+    type: Literal["oidc"] = "oidc"
+    issuer: str = Field(description="The IdP's issuer; discovery is read from it.")
+    client_id: str
+    client_secret: Secret | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    extra_authorize_params: dict[str, str] = Field(default_factory=dict)
+    groups_claim: str = "groups"
+    clock_skew: Duration = 60
+    timeout: Duration = 10
+    allow_insecure_http: bool = Field(
+        False, description="Test-only: allow an http:// IdP issuer on loopback."
+    )
+
+
+class GoogleProviderConfig(Model):
+    type: Literal["google"] = "google"
+    client_id: str
+    client_secret: Secret
+    hosted_domain: str | None = Field(None, description="Restrict logins to a Workspace domain.")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    issuer: str = Field("https://accounts.google.com", description="Overridable for tests.")
+    allow_insecure_http: bool = False
+    clock_skew: Duration = 60
+    timeout: Duration = 10
+
+
+class GithubProviderConfig(Model):
+    type: Literal["github"] = "github"
+    client_id: str
+    client_secret: Secret
+    scopes: list[str] = Field(default_factory=lambda: ["read:user", "user:email", "read:org"])
+    base_url: str = Field("https://github.com", description="GitHub Enterprise: its base URL.")
+    api_url: str = Field("https://api.github.com", description="GitHub API base URL.")
+    timeout: Duration = 10
+
+
+ProviderConfig = Annotated[
+    LocalProviderConfig | OidcProviderConfig | GoogleProviderConfig | GithubProviderConfig,
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------- resources
+class ResourceConfig(Model):
+    uri: str = Field(description="Canonical URI of the MCP server (the token audience).")
+    name: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["mcp"], description="Supported scopes.")
+    default_scopes: list[str] | None = Field(
+        None, description="Scopes granted when a request names none (default: all)."
+    )
+    default: bool = Field(False, description="The resource used when a request names none.")
+    introspection_client_id: str | None = None
+    introspection_client_secret: Secret | None = None
+    allow_upstream_token: bool = False
+
+    @field_validator("uri")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError("a resource URI is an absolute http(s) URL without a fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_subset(self) -> ResourceConfig:
+        if self.default_scopes is not None and not set(self.default_scopes) <= set(self.scopes):
+            raise ValueError("default_scopes must be a subset of scopes")
+        return self
+
+    @property
+    def effective_default_scopes(self) -> list[str]:
+        return list(self.default_scopes if self.default_scopes is not None else self.scopes)
+
+
+# --------------------------------------------------------------------------- clients
+class StaticClientConfig(Model):
+    client_id: str = Field(min_length=1)
+    client_name: str | None = None
+    client_secret: Secret | None = Field(None, description="Omit for a public client.")
+    redirect_uris: list[str] = Field(min_length=1)
+    scopes: list[str] | None = Field(None, description="Restrict the client to these scopes.")
+    resources: list[str] | None = Field(None, description="Restrict the client to these URIs.")
+
+
+class RedirectPolicyConfig(Model):
+    allow_custom_schemes: bool = Field(
+        True, description="Allow private-use schemes such as cursor:// and vscode://."
+    )
+    allow_http: bool = Field(
+        False, description="Development only: allow plain http redirect URIs off loopback."
+    )
+
+
+# --------------------------------------------------------------------------- tokens
+class TokensConfig(Model):
+    format: Literal["opaque", "jwt"] = "opaque"
+    access_token_ttl: Duration = Field(3600, gt=0)
+    refresh_token_ttl: Duration = Field(
+        30 * 86400, gt=0, description="Idle lifetime of a refresh token."
+    )
+    refresh_family_lifetime: Duration = Field(
+        90 * 86400, gt=0, description="Absolute lifetime of a grant and its refresh family."
+    )
+    refresh_grace_period: Duration = Field(
+        30, ge=0, description="A rotated refresh token replayed this soon gets its successor."
+    )
+    code_ttl: Duration = Field(60, gt=0, le=600)
+    flow_ttl: Duration = Field(600, gt=0, le=600, description="Max time for a login flow.")
+    token_refresh_threshold: Duration = Field(
+        300, ge=0, description="Refresh upstream tokens this long before they expire."
+    )
+
+
+# --------------------------------------------------------------------------- consent, policy
+class ConsentConfig(Model):
+    enabled: bool = True
+    remember: bool = True
+    remember_ttl: Duration = 30 * 86400
+
+
+class AccessPolicyConfig(Model):
+    allowed_emails: list[str] = Field(default_factory=list)
+    allowed_domains: list[str] = Field(default_factory=list)
+    allowed_groups: list[str] = Field(default_factory=list)
+    allowed_github_orgs: list[str] = Field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return not (
+            self.allowed_emails
+            or self.allowed_domains
+            or self.allowed_groups
+            or self.allowed_github_orgs
+        )
+
+
+# --------------------------------------------------------------------------- security
+def _check_key(value: SecretStr) -> SecretStr:
+    import base64
+    import binascii
+
+    raw = value.get_secret_value()
+    try:
+        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("an encryption key is 32 bytes, base64-encoded") from None
+    if len(decoded) != 32:
+        raise ValueError(
+            "an encryption key is 32 bytes, base64-encoded; generate one with "
+            "`python -c 'import secrets,base64;"
+            "print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())'`"
+        )
+    return value
+
+
+class EncryptionKeyConfig(Model):
+    id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    key: Annotated[Secret, AfterValidator(_check_key)]
+
+
+class SecurityConfig(Model):
+    encryption_keys: list[EncryptionKeyConfig] = Field(
+        default_factory=list,
+        description="AES-256-GCM key ring; the first key encrypts, all decrypt. Empty: a key "
+        "is generated and kept beside the database (with a warning).",
+    )
+    cookie_secret: Secret | None = Field(
+        None, description="HMAC key for browser cookies (generated and kept if omitted)."
+    )
+    redirect: RedirectPolicyConfig = Field(default_factory=RedirectPolicyConfig)
+    state_dir: Path | None = Field(
+        None,
+        description="Where generated keys are kept (default: beside the SQLite file, else ./).",
+    )
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    access_log: bool = True
+
+
+# --------------------------------------------------------------------------- root
+class Config(Model):
+    issuer: Annotated[str, AfterValidator(_check_issuer)] = Field(
+        description="This server's issuer URL, used byte-for-byte everywhere."
+    )
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=SqliteStorageConfig)
+    provider: ProviderConfig = Field(default_factory=LocalProviderConfig)
+    resources: list[ResourceConfig] = Field(min_length=1)
+    clients: list[StaticClientConfig] = Field(default_factory=list)
+    tokens: TokensConfig = Field(default_factory=TokensConfig)
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
+    access_policy: AccessPolicyConfig = Field(default_factory=AccessPolicyConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        uris = [r.uri for r in self.resources]
+        if len(set(uris)) != len(uris):
+            raise ValueError("resources: each uri may appear once")
+        if sum(r.default for r in self.resources) > 1:
+            raise ValueError("resources: at most one resource may set default: true")
+        ids = [c.client_id for c in self.clients]
+        if len(set(ids)) != len(ids):
+            raise ValueError("clients: each client_id may appear once")
+        for client in self.clients:
+            for uri in client.resources or []:
+                if uri not in uris:
+                    raise ValueError(
+                        f"clients: client {client.client_id} names resource {uri}, "
+                        "which is not configured under resources"
+                    )
+        return self
+
+    @property
+    def default_resource(self) -> ResourceConfig:
+        for resource in self.resources:
+            if resource.default:
+                return resource
+        return self.resources[0]
+
+    def resource(self, uri: str) -> ResourceConfig | None:
+        for resource in self.resources:
+            if resource.uri == uri:
+                return resource
+        return None

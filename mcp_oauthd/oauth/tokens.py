@@ -1,0 +1,44 @@
+"""Token and code values: 256-bit random with a readable type prefix, stored as SHA-256.
+
+The prefixes let secret scanners and humans tell the kinds apart, and let us route a
+presented token to the right lookup without a second storage call.
+"""
+
+from __future__ import annotations
+
+from mcp_oauthd.security.crypto import random_token, sha256_hex
+
+ACCESS_PREFIX = "mcpat_"
+REFRESH_PREFIX = "mcprt_"
+CODE_PREFIX = "mcpac_"
+CLIENT_SECRET_PREFIX = "mcpcs_"
+REGISTRATION_TOKEN_PREFIX = "mcprg_"
+
+
+def new_access_token() -> str:
+    return ACCESS_PREFIX + random_token(32)
+
+
+def new_refresh_token() -> str:
+    return REFRESH_PREFIX + random_token(32)
+
+
+def new_code() -> str:
+    return CODE_PREFIX + random_token(32)
+
+
+def new_id() -> str:
+    """A record id (grant id, jti): 128 bits, not a credential."""
+    return random_token(16)
+
+
+def token_hash(value: str) -> str:
+    return sha256_hex(value)
+
+
+def kind_of(value: str) -> str | None:
+    if value.startswith(ACCESS_PREFIX):
+        return "access_token"
+    if value.startswith(REFRESH_PREFIX):
+        return "refresh_token"
+    return None

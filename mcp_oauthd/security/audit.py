@@ -1,0 +1,95 @@
+"""The audit log: one structured event per security-relevant fact.
+
+``Auditor.emit("token.issued", client_id=..., subject=..., resource=...)`` writes one log
+line on the ``mcp_oauthd.audit`` logger with ``audit=true`` and keeps the event in a
+bounded in-memory ring (``auditor.events``) that tests read.
+
+An audit event never holds a credential: a field whose name looks like one (token,
+secret, password, code, verifier, assertion, cookie, authorization, ...) is dropped and
+its name listed under ``dropped_fields``. With ``hash_user_ids=True`` the user-identifying
+fields are replaced by a keyed hash (HMAC-SHA256), so events still correlate without
+naming the person.
+
+Event names in use: ``token.issued``, ``token.refreshed``, ``token.revoked``,
+``login.refused``, ``code.reused``, ``refresh.reused``, ``registration``,
+``rate_limited``, ``config.weakened``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from mcp_oauthd.observability.logging import is_credential_key, scrub_value
+
+__all__ = ["AUDIT_LOGGER", "USER_FIELDS", "Auditor"]
+
+AUDIT_LOGGER = "mcp_oauthd.audit"
+USER_FIELDS = frozenset({"subject", "user", "user_id", "username", "email", "sub"})
+
+# Events that mean something was refused or attacked are logged at warning level.
+_WARNING_EVENTS = frozenset({"code.reused", "refresh.reused", "rate_limited", "config.weakened"})
+_WARNING_SUFFIXES = (".refused", ".reused", ".denied", ".failed", ".rejected")
+
+
+class Auditor:
+    """Writes audit events and remembers the last ``max_events`` of them."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int = 1000,
+        hash_user_ids: bool = False,
+        hash_key: bytes | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.events: deque[dict[str, object]] = deque(maxlen=max_events)
+        self.hash_user_ids = hash_user_ids
+        # Without a configured key, hashes correlate within one process lifetime only.
+        self._hash_key = hash_key if hash_key is not None else secrets.token_bytes(32)
+        self._log = logger if logger is not None else structlog.get_logger(AUDIT_LOGGER)
+
+    def hash_user_id(self, value: object) -> str:
+        digest = hmac.new(self._hash_key, str(value).encode("utf-8"), hashlib.sha256)
+        return "h:" + digest.hexdigest()[:32]
+
+    def emit(self, event: str, **fields: object) -> None:
+        """Record one audit event. Credential-looking fields are dropped, never written."""
+        record: dict[str, object] = {}
+        dropped: list[str] = []
+        for key, value in fields.items():
+            if key in ("audit", "timestamp", "level", "logger"):
+                key = f"field_{key}"
+            if is_credential_key(key):
+                dropped.append(key)
+                continue
+            if self.hash_user_ids and key in USER_FIELDS and value is not None:
+                value = self.hash_user_id(value)
+            record[key] = scrub_value(value)
+        if dropped:
+            record["dropped_fields"] = sorted(dropped)
+
+        stored: dict[str, object] = {
+            "event": event,
+            "audit": True,
+            "timestamp": datetime.now(UTC).isoformat(),
+            **record,
+        }
+        self.events.append(stored)
+
+        warn = event in _WARNING_EVENTS or event.endswith(_WARNING_SUFFIXES)
+        method = self._log.warning if warn else self._log.info
+        method(event, audit=True, **record)
+
+    def find(self, event: str) -> list[dict[str, object]]:
+        """The remembered events named ``event`` (oldest first)."""
+        return [e for e in self.events if e["event"] == event]
+
+    def clear(self) -> None:
+        self.events.clear()

@@ -1,0 +1,286 @@
+"""The storage contract: records and the domain operations every backend implements.
+
+Every operation here is a *domain* operation and each is atomic by contract: a backend
+must never let two callers both win ``consume_code``, both rotate one refresh token, or
+store tokens under a grant that a concurrent ``revoke_grant`` has already killed.
+
+Tokens and codes are keyed by the SHA-256 hash of their value; no backend ever sees a
+plaintext token. Record kinds are kept apart (clients, codes, grants, access tokens,
+refresh tokens, consents, ephemeral flow state), never one shared key namespace.
+
+Time is always passed in (``now``, seconds since the epoch) so tests use a fake clock and
+backends never read the wall clock themselves. Lookups return records whatever their
+expiry; the service decides what "expired" means. ``gc(now)`` deletes what has expired.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StorageError(Exception):
+    """An internal storage failure. Never an OAuth error; the service translates it."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached (connection refused, timeout, locked too long)."""
+
+
+class GrantRevoked(StorageError):
+    """Tokens were to be stored under a grant that has been revoked."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ClientKind(str, Enum):
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+    CIMD = "cimd"
+
+
+class ClientRecord(Record):
+    client_id: str
+    client_name: str | None = None
+    kind: ClientKind = ClientKind.DYNAMIC
+    # argon2 hash for low-entropy (configured) secrets, "sha256:<hex>" for generated ones.
+    secret_hash: str | None = None
+    redirect_uris: list[str] = Field(default_factory=list)
+    grant_types: list[str] = Field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    response_types: list[str] = Field(default_factory=lambda: ["code"])
+    token_endpoint_auth_method: str = "none"
+    scope: str | None = None
+    application_type: str = "native"
+    registration_access_token_hash: str | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    registered_ip: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+
+class CodeRecord(Record):
+    """Our authorization code, bound to everything the token request must repeat."""
+
+    code_hash: str
+    grant_id: str  # pre-allocated: the grant the redemption will create
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    resource: str
+    scopes: list[str]
+    subject: str
+    username: str | None = None
+    email: str | None = None
+    provider: str
+    upstream: str | None = None  # encrypted upstream token set (AES-256-GCM envelope)
+    upstream_expires_at: float | None = None
+    issued_at: float
+    expires_at: float
+    consumed_at: float | None = None
+
+
+class ConsumeStatus(str, Enum):
+    OK = "ok"
+    REUSED = "reused"
+    MISSING = "missing"
+
+
+class ConsumeResult(Record):
+    status: ConsumeStatus
+    code: CodeRecord | None = None
+
+
+class GrantRecord(Record):
+    grant_id: str
+    subject: str
+    username: str | None = None
+    email: str | None = None
+    client_id: str
+    resource: str
+    scopes: list[str]
+    provider: str
+    created_at: float
+    expires_at: float  # absolute lifetime of the grant and its refresh family
+    upstream: str | None = None
+    upstream_expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+class AccessTokenRecord(Record):
+    token_hash: str
+    jti: str
+    grant_id: str
+    client_id: str
+    subject: str
+    username: str | None = None
+    email: str | None = None
+    resource: str
+    scopes: list[str]
+    issued_at: float
+    expires_at: float
+
+
+class RefreshTokenRecord(Record):
+    token_hash: str
+    grant_id: str
+    client_id: str
+    scopes: list[str]
+    issued_at: float
+    expires_at: float
+    rotated_at: float | None = None
+    # The successor token response, encrypted under a key derived from *this* token, so
+    # only its holder can read it back during the grace window (nothing stored in clear).
+    successor: str | None = None
+
+
+class RotateStatus(str, Enum):
+    ROTATED = "rotated"
+    GRACE = "grace"  # replayed within the grace window: ``successor`` is returned
+    REUSED = "reused"  # replayed after the window: the grant has been revoked
+    MISSING = "missing"
+
+
+class RotateResult(Record):
+    status: RotateStatus
+    successor: str | None = None
+    grant_id: str | None = None
+
+
+class ConsentRecord(Record):
+    subject: str
+    client_id: str
+    resource: str
+    scopes: list[str]
+    granted_at: float
+    expires_at: float
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What every storage backend implements. All methods may raise ``StorageUnavailable``."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema. Called once at start-up."""
+
+    async def close(self) -> None:
+        """Release connections. Called once at shutdown."""
+
+    async def ping(self) -> None:
+        """Return if the backend answers; raise ``StorageUnavailable`` otherwise."""
+
+    # ----------------------------------------------------------------- clients
+    async def put_client(self, client: ClientRecord) -> None:
+        """Insert or replace a client."""
+
+    async def get_client(self, client_id: str) -> ClientRecord | None: ...
+
+    async def delete_client(self, client_id: str) -> bool:
+        """Delete a client; True if it existed. Its grants are revoked too."""
+
+    async def list_clients(self) -> list[ClientRecord]: ...
+
+    # ----------------------------------------------------------------- ephemeral state
+    async def put_ephemeral(
+        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+    ) -> None:
+        """Store short-lived flow state under (kind, key); kinds never share keys."""
+
+    async def get_ephemeral(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        """Read without consuming; None when absent or expired."""
+
+    async def take_ephemeral(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        """Atomically read and delete: of concurrent callers exactly one gets the data."""
+
+    # ----------------------------------------------------------------- codes
+    async def put_code(self, code: CodeRecord) -> None: ...
+
+    async def consume_code(self, code_hash: str, now: float) -> ConsumeResult:
+        """Atomically mark a code consumed.
+
+        First call: ``OK`` with the record. Any later call: ``REUSED`` with the record
+        (its ``grant_id`` names what the first redemption issued, so the caller can
+        revoke it, RFC 9700 §4.5). Unknown code: ``MISSING``. Expired codes are returned
+        as found; the caller checks ``expires_at``.
+        """
+
+    # ----------------------------------------------------------------- grants and tokens
+    async def create_grant(
+        self,
+        grant: GrantRecord,
+        access: AccessTokenRecord,
+        refresh: RefreshTokenRecord | None,
+    ) -> None:
+        """Atomically create a grant with its first tokens.
+
+        Raises ``GrantRevoked`` when ``grant.grant_id`` was revoked before it was created
+        (a code replay raced the first redemption).
+        """
+
+    async def get_grant(self, grant_id: str) -> GrantRecord | None: ...
+
+    async def list_grants(
+        self, subject: str | None = None, client_id: str | None = None
+    ) -> list[GrantRecord]:
+        """Live (unrevoked) grants, optionally filtered."""
+
+    async def update_grant_upstream(
+        self, grant_id: str, upstream: str | None, upstream_expires_at: float | None
+    ) -> bool:
+        """Replace the encrypted upstream token set; False if the grant is gone or revoked."""
+
+    async def revoke_grant(self, grant_id: str, now: float) -> bool:
+        """Atomically revoke a grant and delete every access and refresh token under it.
+
+        Works for a grant id not created yet (leaves a tombstone so a later
+        ``create_grant`` with that id raises ``GrantRevoked``). True if a live grant died.
+        """
+
+    async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None: ...
+
+    async def get_access_token_by_jti(self, jti: str) -> AccessTokenRecord | None: ...
+
+    async def delete_access_token(self, token_hash: str) -> bool: ...
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None: ...
+
+    async def rotate_refresh_token(
+        self,
+        old_hash: str,
+        access: AccessTokenRecord,
+        refresh: RefreshTokenRecord,
+        successor: str,
+        now: float,
+        grace: float,
+    ) -> RotateResult:
+        """Atomically rotate a refresh token or report its reuse.
+
+        - live old token: mark it rotated at ``now`` with ``successor``, store the new
+          access and refresh tokens -> ``ROTATED``;
+        - rotated at most ``grace`` seconds ago -> ``GRACE`` with its stored successor,
+          nothing new stored;
+        - rotated longer ago -> revoke the whole grant (as ``revoke_grant``) -> ``REUSED``
+          with ``grant_id``;
+        - unknown, or its grant revoked -> ``MISSING``.
+        """
+
+    # ----------------------------------------------------------------- consent
+    async def put_consent(self, consent: ConsentRecord) -> None:
+        """Insert or replace the consent for (subject, client_id, resource)."""
+
+    async def get_consent(
+        self, subject: str, client_id: str, resource: str
+    ) -> ConsentRecord | None: ...
+
+    # ----------------------------------------------------------------- housekeeping
+    async def gc(self, now: float) -> int:
+        """Delete every record whose expiry is past; return how many were deleted."""
