@@ -568,7 +568,9 @@ class RedisStorage:
     async def put_client(self, client: ClientRecord) -> None:
         ttl: int | None = None
         if client.expires_at is not None:
-            ttl = _ttl(client.expires_at, client.created_at or client.expires_at, CLIENT_TTL_MARGIN)
+            # Without a creation time the lifetime is unknown: count from the wall clock.
+            issued = client.created_at if client.created_at > 0 else time.time()
+            ttl = _ttl(client.expires_at, issued, CLIENT_TTL_MARGIN)
         key = self._k("client", client.client_id)
         await self._call(
             "put_client", lambda: self._redis.set(key, client.model_dump_json(), ex=ttl)

@@ -24,7 +24,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 import aiohttp
@@ -102,7 +102,7 @@ class _FakeServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> _FakeServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

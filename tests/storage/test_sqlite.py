@@ -17,11 +17,18 @@ import pytest
 
 import mcp_oauthd
 from mcp_oauthd.config.models import SqliteStorageConfig
-from mcp_oauthd.storage import ConsumeStatus, RotateStatus, StorageError, StorageUnavailable
+from mcp_oauthd.storage import (
+    ConsumeStatus,
+    GrantRevoked,
+    RotateStatus,
+    StorageError,
+    StorageUnavailable,
+)
 from mcp_oauthd.storage.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStorage
 from mcp_oauthd.testing.storage_conformance import (
     NOW,
     create_full_grant,
+    make_access,
     make_client,
     make_code,
     make_consent,
@@ -128,9 +135,6 @@ async def test_state_survives_closing_and_reopening_the_file(db_path: Path) -> N
         assert (grace.status, grace.successor) == (RotateStatus.GRACE, "enc")
         assert await second.get_consent("alice", "client-1", consent.resource) == consent
         assert await second.take_ephemeral("login", "k", NOW) == {"v": 1}
-        from mcp_oauthd.storage import GrantRevoked
-        from mcp_oauthd.testing.storage_conformance import make_access
-
         with pytest.raises(GrantRevoked):
             await second.create_grant(tombstoned, make_access(tombstoned), None)
     finally:
