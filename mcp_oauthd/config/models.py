@@ -218,6 +218,9 @@ class GithubProviderConfig(Model):
     base_url: str = Field("https://github.com", description="GitHub Enterprise: its base URL.")
     api_url: str = Field("https://api.github.com", description="GitHub API base URL.")
     timeout: Duration = 10
+    allow_insecure_http: bool = Field(
+        False, description="Test-only: allow http:// GitHub URLs on loopback."
+    )
 
 
 ProviderConfig = Annotated[

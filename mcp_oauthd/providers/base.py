@@ -81,9 +81,16 @@ class Provider(Protocol):
         """The upstream authorization URL (built with a URL builder, never formatting)."""
 
     async def exchange(
-        self, *, code: str, redirect_uri: str, code_verifier: str, nonce: str
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        nonce: str,
+        state: str | None = None,
     ) -> tuple[Identity, UpstreamTokens]:
-        """Redeem the upstream code; verify the ID token (signature, iss, aud, azp, nonce,
+        """Redeem the upstream code (``state`` is our upstream state it came back with,
+        for providers that bind their codes to it); verify the ID token (signature, iss, aud, azp, nonce,
         exp/iat with clock skew) where there is one. Raises ``UpstreamError``."""
 
     async def refresh(self, tokens: UpstreamTokens) -> UpstreamTokens:

@@ -36,7 +36,7 @@ class GithubProvider:
         *,
         allow_insecure_http: bool = False,
     ) -> None:
-        insecure = allow_insecure_http or bool(getattr(config, "allow_insecure_http", False))
+        insecure = allow_insecure_http or config.allow_insecure_http
         check_upstream_url(config.base_url, allow_insecure_http=insecure, what="github base_url")
         check_upstream_url(config.api_url, allow_insecure_http=insecure, what="github api_url")
         self.config = config
@@ -156,7 +156,13 @@ class GithubProvider:
         return logins
 
     async def exchange(
-        self, *, code: str, redirect_uri: str, code_verifier: str, nonce: str
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        nonce: str,
+        state: str | None = None,
     ) -> tuple[Identity, UpstreamTokens]:
         answer = await self._token_request(
             {"code": code, "redirect_uri": redirect_uri, "code_verifier": code_verifier},

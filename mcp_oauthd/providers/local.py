@@ -117,12 +117,12 @@ class LocalProvider:
         nonce: str,
         state: str | None = None,
     ) -> tuple[Identity, UpstreamTokens]:
-        """Redeem a local code once. Pass ``state`` (the callback's) to check the binding;
-        a code issued for another state is refused."""
+        """Redeem a local code once. It must come back with the ``state`` it was issued
+        for: a code replayed under another flow's state is refused."""
         data = await self._storage.take_ephemeral(CODE_KIND, _hash(code), self._clock.now())
         if data is None:
             raise UpstreamError("invalid_grant", "local: unknown, used or expired code")
-        if state is not None and not hmac.compare_digest(
+        if state is None or not hmac.compare_digest(
             str(data.get("state", "")).encode(), state.encode()
         ):
             raise UpstreamError("invalid_grant", "local: code was issued for another state")

@@ -470,7 +470,13 @@ class OidcProvider:
         )
 
     async def exchange(
-        self, *, code: str, redirect_uri: str, code_verifier: str, nonce: str
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        nonce: str,
+        state: str | None = None,
     ) -> tuple[Identity, UpstreamTokens]:
         answer = await self._token_request(
             {

@@ -342,6 +342,7 @@ class AuthorizeService:
                 redirect_uri=self.callback_url,
                 code_verifier=flow["upstream_verifier"],
                 nonce=flow["nonce"],
+                state=state,
             )
         except UpstreamError as exc:
             self.s.auditor.emit("login.upstream_error", client_id=flow["client_id"], error=exc.kind)

@@ -130,10 +130,10 @@ async def test_a_local_code_yields_the_identity_and_an_opaque_token(
 
 async def test_a_local_code_works_once(provider: LocalProvider) -> None:
     code = await provider.issue_code(ALICE, "st-1")
-    await redeem(provider, code)
+    await redeem(provider, code, state="st-1")
 
     with pytest.raises(UpstreamError) as caught:
-        await redeem(provider, code)
+        await redeem(provider, code, state="st-1")
     assert caught.value.kind == "invalid_grant"
     assert code not in str(caught.value)
 
