@@ -20,7 +20,6 @@ from mcp_oauthd.service.authorize import (
     Outcome,
     Page,
     PageError,
-    Redirect,
     RedirectableError,
 )
 
@@ -58,9 +57,7 @@ def render(request: web.Request, outcome: Outcome, status_for_redirect: int = 30
         response = web.Response(status=status_for_redirect, headers={"Location": outcome.location})
         response.headers["Cache-Control"] = "no-store"
     if outcome.subject and app[keys.CONFIG].consent.remember:
-        app[COOKIES].set_user(
-            response, outcome.subject, int(app[keys.CONFIG].consent.remember_ttl)
-        )
+        app[COOKIES].set_user(response, outcome.subject, int(app[keys.CONFIG].consent.remember_ttl))
     return response
 
 

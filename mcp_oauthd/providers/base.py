@@ -89,9 +89,10 @@ class Provider(Protocol):
         nonce: str,
         state: str | None = None,
     ) -> tuple[Identity, UpstreamTokens]:
-        """Redeem the upstream code (``state`` is our upstream state it came back with,
-        for providers that bind their codes to it); verify the ID token (signature, iss, aud, azp, nonce,
-        exp/iat with clock skew) where there is one. Raises ``UpstreamError``."""
+        """Redeem the upstream code; verify the ID token (signature, iss, aud, azp,
+        nonce, exp/iat with clock skew) where there is one. ``state`` is our upstream state
+        the code came back with, for providers that bind codes to it (``local``).
+        Raises ``UpstreamError``."""
 
     async def refresh(self, tokens: UpstreamTokens) -> UpstreamTokens:
         """Renew the upstream token set. Raises ``UpstreamError("invalid_grant")`` when the

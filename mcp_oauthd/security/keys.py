@@ -70,14 +70,10 @@ def load_key_material(config: Config) -> KeyMaterial:
         else:
             generated = _load_or_create(directory / KEYS_FILE)
     if sec.encryption_keys:
-        ring = KeyRing(
-            (k.id, b64u_decode(k.key.get_secret_value())) for k in sec.encryption_keys
-        )
+        ring = KeyRing((k.id, b64u_decode(k.key.get_secret_value())) for k in sec.encryption_keys)
     else:
         assert generated is not None
-        ring = KeyRing(
-            [(generated["encryption_key_id"], b64u_decode(generated["encryption_key"]))]
-        )
+        ring = KeyRing([(generated["encryption_key_id"], b64u_decode(generated["encryption_key"]))])
     if sec.cookie_secret is not None:
         cookie_key = sec.cookie_secret.get_secret_value().encode()
         if len(cookie_key) < 32:

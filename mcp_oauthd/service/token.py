@@ -195,7 +195,8 @@ class TokenService:
         if old.rotated_at is None:
             await self._upstream_liveness(grant, now)
         access, access_rec, refresh, refresh_rec = self._mint(grant, token_scopes, now, True)
-        assert refresh is not None and refresh_rec is not None
+        assert refresh is not None
+        assert refresh_rec is not None
         body = self._response(access, access_rec, refresh, now)
         successor = seal_with_secret(
             presented,

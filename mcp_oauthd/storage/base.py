@@ -15,7 +15,7 @@ expiry; the service decides what "expired" means. ``gc(now)`` deletes what has e
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +37,7 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class ClientKind(str, Enum):
+class ClientKind(StrEnum):
     STATIC = "static"
     DYNAMIC = "dynamic"
     CIMD = "cimd"
@@ -87,7 +87,7 @@ class CodeRecord(Record):
     consumed_at: float | None = None
 
 
-class ConsumeStatus(str, Enum):
+class ConsumeStatus(StrEnum):
     OK = "ok"
     REUSED = "reused"
     MISSING = "missing"
@@ -141,7 +141,7 @@ class RefreshTokenRecord(Record):
     successor: str | None = None
 
 
-class RotateStatus(str, Enum):
+class RotateStatus(StrEnum):
     ROTATED = "rotated"
     GRACE = "grace"  # replayed within the grace window: ``successor`` is returned
     REUSED = "reused"  # replayed after the window: the grant has been revoked

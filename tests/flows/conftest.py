@@ -101,9 +101,7 @@ class Daemon:
 
 
 @pytest.fixture
-async def daemon_factory(
-    port: int, http: aiohttp.ClientSession
-) -> AsyncIterator[Any]:
+async def daemon_factory(port: int, http: aiohttp.ClientSession) -> AsyncIterator[Any]:
     stack: list[Any] = []
 
     async def make(**overrides: Any) -> Daemon:

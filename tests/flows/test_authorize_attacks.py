@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tests.flows.conftest import Daemon
 
 from mcp_oauthd.oauth.pkce import new_pair
 from mcp_oauthd.testing.browser import form_fields, query_of
+from tests.flows.conftest import Daemon
 
 REDIRECT_TRICKS = [
     "http://127.0.0.1:5555/callback/../evil",
@@ -55,7 +55,8 @@ async def test_an_unknown_client_gets_an_html_error_page(daemon: Daemon) -> None
 async def test_a_missing_code_challenge_is_refused_at_the_client(daemon: Daemon) -> None:
     """PKCE is required (OAuth 2.1 §4.1.1)."""
     hop = await daemon.browser().get(await daemon.authorize_url())
-    assert hop.status == 302 and hop.location
+    assert hop.status == 302
+    assert hop.location
     query = query_of(hop.location)
     assert query["error"] == "invalid_request"
     assert query["iss"] == daemon.config.issuer
@@ -64,11 +65,10 @@ async def test_a_missing_code_challenge_is_refused_at_the_client(daemon: Daemon)
 async def test_the_plain_pkce_method_is_refused(daemon: Daemon) -> None:
     """RFC 9700 §4.8 PKCE downgrade."""
     hop = await daemon.browser().get(
-        await daemon.authorize_url(
-            code_challenge="a" * 43, code_challenge_method="plain"
-        )
+        await daemon.authorize_url(code_challenge="a" * 43, code_challenge_method="plain")
     )
-    assert hop.location and query_of(hop.location)["error"] == "invalid_request"
+    assert hop.location
+    assert query_of(hop.location)["error"] == "invalid_request"
 
 
 async def test_a_token_request_without_the_verifier_fails(daemon: Daemon) -> None:
@@ -85,8 +85,12 @@ async def test_a_wrong_verifier_fails_and_is_audited(daemon: Daemon) -> None:
     code, _ = await daemon.code()
     other, _ = new_pair()
     status, body, _ = await daemon.token(
-        {"grant_type": "authorization_code", "code": code, "code_verifier": other,
-         "client_id": "cli"}
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": other,
+            "client_id": "cli",
+        }
     )
     assert (status, body["error"]) == (400, "invalid_grant")
     assert daemon.events("pkce.failed")
@@ -96,8 +100,13 @@ async def test_another_clients_code_is_refused(daemon: Daemon) -> None:
     """RFC 9700 §4.5: a code is bound to the client it was issued to."""
     code, verifier = await daemon.code()
     status, body, _ = await daemon.token(
-        {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-         "client_id": "webapp", "client_secret": "s3cret-s3cret-s3cret"}
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "client_id": "webapp",
+            "client_secret": "s3cret-s3cret-s3cret",
+        }
     )
     assert (status, body["error"]) == (400, "invalid_grant")
 
@@ -105,8 +114,13 @@ async def test_another_clients_code_is_refused(daemon: Daemon) -> None:
 async def test_a_different_redirect_uri_at_the_token_endpoint_is_refused(daemon: Daemon) -> None:
     code, verifier = await daemon.code()
     status, body, _ = await daemon.token(
-        {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-         "client_id": "cli", "redirect_uri": "http://127.0.0.1:5555/other"}
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "client_id": "cli",
+            "redirect_uri": "http://127.0.0.1:5555/other",
+        }
     )
     assert (status, body["error"]) == (400, "invalid_grant")
 
@@ -150,7 +164,8 @@ async def test_an_unsupported_response_type_is_reported_to_the_client(daemon: Da
     hop = await daemon.browser().get(
         await daemon.authorize_url(response_type="token", code_challenge=new_pair()[1])
     )
-    assert hop.location and query_of(hop.location)["error"] == "unsupported_response_type"
+    assert hop.location
+    assert query_of(hop.location)["error"] == "unsupported_response_type"
 
 
 async def test_a_replayed_callback_state_shows_an_expired_page(daemon: Daemon) -> None:
@@ -168,7 +183,8 @@ async def test_a_replayed_callback_state_shows_an_expired_page(daemon: Daemon) -
     assert login.location is not None
     callback_url = daemon.url + login.location if login.location.startswith("/") else login.location
     first = await browser.get(callback_url)
-    assert first.status == 302 and "code" in q(first.location or "")
+    assert first.status == 302
+    assert "code" in q(first.location or "")
     # The upstream state was taken once; replaying the callback is refused.
     replay = await browser.get(callback_url)
     assert replay.status == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tests.flows.conftest import Daemon
 
 REQUIRED = {
@@ -28,7 +29,7 @@ async def test_metadata_is_served_with_the_exact_issuer(daemon: Daemon, path: st
     assert status == 200
     assert content_type == "application/json"
     assert body["issuer"] == daemon.config.issuer
-    assert REQUIRED <= set(body)
+    assert set(body) >= REQUIRED
     assert body["response_types_supported"] == ["code"]
     assert body["code_challenge_methods_supported"] == ["S256"]
     assert body["authorization_response_iss_parameter_supported"] is True
@@ -109,8 +110,9 @@ async def test_a_well_formed_request_id_is_kept(daemon: Daemon) -> None:
 
 
 async def test_a_malformed_token_request_gets_an_rfc6749_error(daemon: Daemon) -> None:
-    async with daemon.http.post(daemon.url + "/oauth/token", data=b"{}",
-                                headers={"Content-Type": "application/json"}) as resp:
+    async with daemon.http.post(
+        daemon.url + "/oauth/token", data=b"{}", headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"] == "invalid_request"
     status, body, _ = await daemon.token({"grant_type": "password", "client_id": "cli"})

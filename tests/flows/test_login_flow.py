@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from tests.flows.conftest import Daemon
 
 from mcp_oauthd.oauth.pkce import new_pair
 from mcp_oauthd.testing.browser import form_fields, query_of
+from tests.flows.conftest import Daemon
 
 
 async def test_a_user_logs_in_consents_and_the_client_gets_tokens(daemon: Daemon) -> None:
@@ -34,8 +34,12 @@ async def test_the_client_redirect_carries_code_state_and_the_exact_issuer(daemo
 async def test_the_token_response_is_never_cached(daemon: Daemon) -> None:
     code, verifier = await daemon.code()
     status, _, headers = await daemon.token(
-        {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-         "client_id": "cli"}
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "client_id": "cli",
+        }
     )
     assert status == 200
     assert headers["Cache-Control"] == "no-store"
@@ -80,7 +84,9 @@ async def test_a_confidential_client_authenticates_with_basic_and_post(daemon: D
 
 
 async def test_a_confidential_client_with_a_wrong_secret_is_invalid_client(daemon: Daemon) -> None:
-    code, verifier = await daemon.code(client_id="webapp", redirect_uri="https://app.example.com/cb")
+    code, verifier = await daemon.code(
+        client_id="webapp", redirect_uri="https://app.example.com/cb"
+    )
     status, body, headers = await daemon.token(
         {"grant_type": "authorization_code", "code": code, "code_verifier": verifier},
         auth=aiohttp.BasicAuth("webapp", "wrong"),
@@ -120,8 +126,13 @@ async def test_a_named_resource_binds_the_token_to_it(daemon: Daemon) -> None:
 async def test_the_resource_in_the_token_request_must_match_the_code(daemon: Daemon) -> None:
     code, verifier = await daemon.code()
     status, body, _ = await daemon.token(
-        {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-         "client_id": "cli", "resource": "https://mail.example.com/mcp"}
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "client_id": "cli",
+            "resource": "https://mail.example.com/mcp",
+        }
     )
     assert status == 400
     assert body["error"] == "invalid_target"
@@ -131,15 +142,19 @@ async def test_an_expired_code_is_invalid_grant(daemon: Daemon) -> None:
     code, verifier = await daemon.code()
     daemon.clock.advance(61)
     status, body, _ = await daemon.token(
-        {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-         "client_id": "cli"}
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "client_id": "cli",
+        }
     )
     assert (status, body["error"]) == (400, "invalid_grant")
 
 
 async def test_remembered_consent_skips_the_consent_page_next_time(daemon: Daemon) -> None:
     await daemon.tokens()
-    verifier, challenge = new_pair()
+    _verifier, challenge = new_pair()
     browser = daemon.browser()
     hop = await browser.get(await daemon.authorize_url(code_challenge=challenge))
     assert hop.status == 302  # straight to the login page, no consent page
@@ -210,8 +225,12 @@ async def test_fifty_concurrent_redemptions_of_one_code_have_one_winner_then_rev
     daemon: Daemon,
 ) -> None:
     code, verifier = await daemon.code()
-    data = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-            "client_id": "cli"}
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "client_id": "cli",
+    }
     results = await asyncio.gather(*(daemon.token(dict(data)) for _ in range(50)))
     winners = [body for status, body, _ in results if status == 200]
     assert len(winners) == 1

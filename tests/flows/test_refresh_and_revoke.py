@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.flows.conftest import Daemon
-
 from mcp_oauthd.oauth.tokens import token_hash
+from tests.flows.conftest import Daemon
 
 
 async def refresh(daemon: Daemon, token: str, **extra: str) -> tuple[int, Any]:
@@ -30,7 +29,7 @@ async def test_a_refresh_rotates_the_refresh_token(daemon: Daemon) -> None:
     assert status == 200
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
-    status, third = await refresh(daemon, second["refresh_token"])
+    status, _third = await refresh(daemon, second["refresh_token"])
     assert status == 200
 
 
@@ -76,8 +75,12 @@ async def test_a_refresh_may_narrow_the_scope_but_never_widen_it(daemon: Daemon)
 async def test_a_refresh_token_is_bound_to_its_client(daemon: Daemon) -> None:
     first = await daemon.tokens()
     status, body, _ = await daemon.token(
-        {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
-         "client_id": "webapp", "client_secret": "s3cret-s3cret-s3cret"}
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": first["refresh_token"],
+            "client_id": "webapp",
+            "client_secret": "s3cret-s3cret-s3cret",
+        }
     )
     assert (status, body["error"]) == (400, "invalid_grant")
 
@@ -134,8 +137,11 @@ async def test_only_the_owning_client_may_revoke(daemon: Daemon) -> None:
     first = await daemon.tokens()
     async with daemon.http.post(
         daemon.url + "/oauth/revoke",
-        data={"token": first["refresh_token"], "client_id": "webapp",
-              "client_secret": "s3cret-s3cret-s3cret"},
+        data={
+            "token": first["refresh_token"],
+            "client_id": "webapp",
+            "client_secret": "s3cret-s3cret-s3cret",
+        },
     ) as resp:
         assert resp.status == 400
     status, _ = await refresh(daemon, first["refresh_token"])
