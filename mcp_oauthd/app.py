@@ -8,8 +8,6 @@ build as many apps as they like, each with its own storage, provider and clock.
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -55,6 +53,7 @@ def create_app(
     clock: Clock | None = None,
     auditor: Auditor | None = None,
     gc_interval: float = GC_INTERVAL,
+    run_gc: bool = True,
 ) -> web.Application:
     clock = clock or SystemClock()
     storage = storage or build_storage(config.storage)
@@ -126,38 +125,7 @@ def create_app(
         with suppress(asyncio.CancelledError):
             await task
 
-    app.cleanup_ctx.extend([storage_ctx, provider_ctx, gc_ctx])
+    app.cleanup_ctx.extend([storage_ctx, provider_ctx])
+    if run_gc:  # with worker processes, one of them collects garbage
+        app.cleanup_ctx.append(gc_ctx)
     return app
-
-
-async def serve(config: Config) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish
-    within ``server.shutdown_timeout``."""
-    app = create_app(config)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.server.shutdown_timeout,
-    )
-    await runner.setup()
-    sock = socket.create_server(
-        (config.server.host, config.server.port),
-        family=socket.AF_INET6 if ":" in config.server.host else socket.AF_INET,
-        backlog=config.server.backlog,
-        reuse_port=False,
-    )
-    site = web.SockSite(runner, sock, shutdown_timeout=config.server.shutdown_timeout)
-    await site.start()
-    host, port = sock.getsockname()[:2]
-    log.info("serving", issuer=config.issuer, address=f"{host}:{port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-        log.info("shutting down: draining in-flight requests")
-    finally:
-        await runner.cleanup()
-        log.info("stopped")

@@ -12,7 +12,6 @@ problem to stderr and exits 1; no command ever ends in a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import getpass
 import os
@@ -53,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the server until SIGTERM/SIGINT")
     config_option(serve)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the port (overrides server.workers)",
+    )
     check = commands.add_parser("check-config", help="validate a config; list weak settings")
     config_option(check)
     commands.add_parser("hash-password", help="print an argon2id hash (stdin or prompt)")
@@ -91,7 +97,7 @@ def _cmd_check_config(option: Path | None) -> int:
     return EXIT_OK
 
 
-def _cmd_serve(option: Path | None) -> int:
+def _cmd_serve(option: Path | None, workers: int | None = None) -> int:
     path = _config_path(option)
     try:
         config = load_config(path)
@@ -110,17 +116,62 @@ def _cmd_serve(option: Path | None) -> int:
     from mcp_oauthd.observability.logging import configure_logging
     from mcp_oauthd.security.audit import Auditor
 
+    if workers is not None:
+        from mcp_oauthd.config.models import MemoryStorageConfig
+
+        if workers < 1 or (workers > 1 and isinstance(config.storage, MemoryStorageConfig)):
+            print(
+                "mcp-oauthd: --workers: several workers need shared storage (sqlite or redis); "
+                "memory storage lives in one process",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        server = config.server.model_copy(update={"workers": workers})
+        config = config.model_copy(update={"server": server})
     configure_logging(config.logging)
+    auditor = Auditor()
     if path is not None:
-        auditor = Auditor()
         for warning in check_warnings(config):
             auditor.emit("config.weakened", field=warning.field, risk=warning.risk, fix=warning.fix)
+    else:
+        _print_try_it(config)
 
-    from mcp_oauthd.app import serve
+    from mcp_oauthd.server import run
 
-    with contextlib.suppress(KeyboardInterrupt):  # serve() handles SIGINT; this is a backstop
-        asyncio.run(serve(config))
+    with contextlib.suppress(KeyboardInterrupt):  # run() handles SIGINT; this is a backstop
+        return run(config, auditor=auditor)
     return EXIT_OK
+
+
+def _print_try_it(config: Config) -> None:
+    """With the embedded defaults, show a person how to walk the flow in a browser."""
+    if not config.clients or not config.clients[0].redirect_uris:
+        return
+    from yarl import URL
+
+    from mcp_oauthd.oauth.pkce import new_pair
+
+    client = config.clients[0]
+    verifier, challenge = new_pair()
+    redirect_uri = client.redirect_uris[0]
+    url = URL(config.issuer + "/oauth/authorize").with_query(
+        response_type="code",
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        code_challenge=challenge,
+        code_challenge_method="S256",
+        state="try-it",
+    )
+    print(
+        "\nTry it: open this URL in a browser, sign in as demo / demo and allow access:\n"
+        f"  {url}\n"
+        "The browser then lands on the client's redirect URI (nothing listens there); copy\n"
+        "the `code` from its address bar and exchange it within 60 seconds:\n"
+        f"  curl -s {config.issuer}/oauth/token -d grant_type=authorization_code "
+        f"-d client_id={client.client_id} -d redirect_uri={redirect_uri} "
+        f"-d code_verifier={verifier} -d code=CODE\n",
+        file=sys.stderr,
+    )
 
 
 def _read_password() -> str | None:
@@ -150,7 +201,7 @@ def _cmd_hash_password() -> int:
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "serve":
-        return _cmd_serve(args.config)
+        return _cmd_serve(args.config, args.workers)
     if args.command == "check-config":
         return _cmd_check_config(args.config)
     if args.command == "hash-password":

@@ -129,7 +129,13 @@ class ServerConfig(Model):
     shutdown_timeout: Duration = Field(
         10, description="How long in-flight requests may run after SIGTERM."
     )
-    backlog: int = Field(2048, ge=1, description="Listen backlog.")
+    backlog: int = Field(4096, ge=1, description="Listen backlog.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the port (SO_REUSEPORT); sqlite or redis storage.",
+    )
 
 
 # --------------------------------------------------------------------------- storage
@@ -238,9 +244,25 @@ class ResourceConfig(Model):
         None, description="Scopes granted when a request names none (default: all)."
     )
     default: bool = Field(False, description="The resource used when a request names none.")
-    introspection_client_id: str | None = None
-    introspection_client_secret: Secret | None = None
-    allow_upstream_token: bool = False
+    introspection_client_id: str | None = Field(
+        None,
+        description="The MCP server's own client id for introspection and token exchange "
+        "(HTTP Basic or client_secret_post).",
+    )
+    introspection_client_secret: Secret | None = Field(
+        None, description="Its secret; required with introspection_client_id."
+    )
+    allow_upstream_token: bool = Field(
+        False,
+        description="May this MCP server obtain the user's upstream access token through "
+        "RFC 8693 token exchange (needs introspection credentials)?",
+    )
+    path_scopes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Scopes `/auth/verify` requires per request path prefix (the longest "
+        "matching prefix wins), e.g. `{/mcp/admin: [admin]}`; added to any `X-Auth-Scope` "
+        "that nginx sends.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -254,6 +276,24 @@ class ResourceConfig(Model):
     def _defaults_subset(self) -> ResourceConfig:
         if self.default_scopes is not None and not set(self.default_scopes) <= set(self.scopes):
             raise ValueError("default_scopes must be a subset of scopes")
+        if (self.introspection_client_id is None) != (self.introspection_client_secret is None):
+            raise ValueError(
+                "introspection_client_id and introspection_client_secret go together"
+            )
+        if self.allow_upstream_token and self.introspection_client_id is None:
+            raise ValueError(
+                "allow_upstream_token needs introspection_client_id and "
+                "introspection_client_secret: the MCP server authenticates with them"
+            )
+        for prefix, needed in self.path_scopes.items():
+            if not prefix.startswith("/"):
+                raise ValueError(f"path_scopes: {prefix!r} must be a path starting with '/'")
+            unknown = sorted(set(needed) - set(self.scopes))
+            if unknown:
+                raise ValueError(
+                    f"path_scopes: {prefix} requires {', '.join(unknown)}, "
+                    "which is not among this resource's scopes"
+                )
         return self
 
     @property
@@ -281,8 +321,33 @@ class RedirectPolicyConfig(Model):
 
 
 # --------------------------------------------------------------------------- tokens
+class JwtConfig(Model):
+    alg: Literal["ES256", "EdDSA", "Ed25519"] = Field(
+        "ES256",
+        description="Signature algorithm of JWT access tokens: ES256 (P-256), EdDSA or "
+        "Ed25519 (both Ed25519 keys; `Ed25519` is the RFC 9864 name, `EdDSA` the one most "
+        "libraries know).",
+    )
+    rotation_interval: Duration = Field(
+        30 * 86400,
+        ge=60,
+        description="A new signing key takes over this often. Each key is published in the "
+        "JWKS one interval before it signs anything.",
+    )
+    key_overlap: Duration = Field(
+        86400,
+        ge=0,
+        description="A retired key stays in the JWKS this long after the last token it "
+        "signed has expired (covers resource servers' JWKS caches and clock skew).",
+    )
+
+
 class TokensConfig(Model):
-    format: Literal["opaque", "jwt"] = "opaque"
+    format: Literal["opaque", "jwt"] = Field(
+        "opaque",
+        description="Access-token format: opaque (random, stored hashed) or jwt (RFC 9068; "
+        "still recorded, so revocation shows through introspection).",
+    )
     access_token_ttl: Duration = Field(3600, gt=0)
     refresh_token_ttl: Duration = Field(
         30 * 86400, gt=0, description="Idle lifetime of a refresh token."
@@ -297,6 +362,9 @@ class TokensConfig(Model):
     flow_ttl: Duration = Field(600, gt=0, le=600, description="Max time for a login flow.")
     token_refresh_threshold: Duration = Field(
         300, ge=0, description="Refresh upstream tokens this long before they expire."
+    )
+    jwt: JwtConfig = Field(
+        default_factory=JwtConfig, description="JWT access tokens (with format: jwt)."
     )
 
 
@@ -369,6 +437,69 @@ class LoggingConfig(Model):
     access_log: bool = True
 
 
+# --------------------------------------------------------------------------- observability
+class MetricsConfig(Model):
+    enabled: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve `/metrics` on this port instead of the main listener (keeps it "
+        "off the public address). Omit: the main listener serves it.",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address of the separate metrics listener (with `port`)."
+    )
+    expose_client_ids: bool = Field(
+        False,
+        description="Add a `client_id` label to flow counters (static client ids only; "
+        "dynamic and metadata-document clients collapse to `_dynamic` / `_cimd`). "
+        "User ids are never a label.",
+    )
+    gauge_refresh_interval: Duration = Field(
+        60,
+        gt=0,
+        description="The grant and client gauges are recounted from storage at most this "
+        "often (on scrape), never on every scrape.",
+    )
+
+
+class TracingConfig(Model):
+    exporter: Literal["none", "otlp", "stdout"] = Field(
+        "none",
+        description="`none` (no tracing, no overhead), `otlp` (OTLP over HTTP to a "
+        "collector) or `stdout` (spans printed as JSON, for debugging).",
+    )
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces",
+        description="OTLP/HTTP traces endpoint of the collector (the full `/v1/traces` URL).",
+    )
+    otlp_headers: dict[str, Secret] = Field(
+        default_factory=dict,
+        description="Headers sent with every export (e.g. an API key), each a secret source.",
+    )
+    otlp_timeout: Duration = Field(10, gt=0, description="Timeout of one export call.")
+    service_name: str = Field(
+        "mcp-oauthd", min_length=1, description="The `service.name` resource attribute."
+    )
+    sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of new traces recorded (parent-based: an incoming sampled "
+        "`traceparent` is honoured).",
+    )
+
+
+class ObservabilityConfig(Model):
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Prometheus metrics."
+    )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry traces."
+    )
+
+
 # --------------------------------------------------------------------------- root
 class Config(Model):
     issuer: Annotated[str, AfterValidator(_check_issuer)] = Field(
@@ -384,9 +515,18 @@ class Config(Model):
     access_policy: AccessPolicyConfig = Field(default_factory=AccessPolicyConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig,
+        description="Prometheus metrics and OpenTelemetry traces.",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if self.server.workers > 1 and isinstance(self.storage, MemoryStorageConfig):
+            raise ValueError(
+                "server.workers > 1 needs shared storage: memory storage lives in one process; "
+                "use storage.type sqlite or redis, or set workers to 1"
+            )
         uris = [r.uri for r in self.resources]
         if len(set(uris)) != len(uris):
             raise ValueError("resources: each uri may appear once")
@@ -395,6 +535,9 @@ class Config(Model):
         ids = [c.client_id for c in self.clients]
         if len(set(ids)) != len(ids):
             raise ValueError("clients: each client_id may appear once")
+        rs_ids = [r.introspection_client_id for r in self.resources if r.introspection_client_id]
+        if len(set(rs_ids)) != len(rs_ids):
+            raise ValueError("resources: each introspection_client_id may appear once")
         for client in self.clients:
             for uri in client.resources or []:
                 if uri not in uris:
@@ -402,6 +545,12 @@ class Config(Model):
                         f"clients: client {client.client_id} names resource {uri}, "
                         "which is not configured under resources"
                     )
+        metrics_port = self.observability.metrics.port
+        if metrics_port and metrics_port == self.server.port:
+            raise ValueError(
+                "observability.metrics.port must differ from server.port; omit it to serve "
+                "/metrics on the main listener"
+            )
         return self
 
     @property

@@ -163,6 +163,21 @@ class ConsentRecord(Record):
     expires_at: float
 
 
+class SigningKeyRecord(Record):
+    """A JWT signing key, kept in storage so every replica signs with and publishes the
+    same keys (DESIGN §1). Keys are ordered by ``generation``: the newest generation whose
+    ``activates_at`` has passed signs; newer ones are published ahead of use ("next");
+    older ones stay published while tokens they signed may live ("previous")."""
+
+    kid: str
+    alg: str
+    generation: int
+    private_key: str  # the private key (PEM), encrypted with the key ring; never in clear
+    public_jwk: dict[str, Any]
+    created_at: float
+    activates_at: float
+
+
 @runtime_checkable
 class Storage(Protocol):
     """What every storage backend implements. All methods may raise ``StorageUnavailable``."""
@@ -280,6 +295,19 @@ class Storage(Protocol):
     async def get_consent(
         self, subject: str, client_id: str, resource: str
     ) -> ConsentRecord | None: ...
+
+    # ----------------------------------------------------------------- signing keys
+    async def add_signing_key(self, key: SigningKeyRecord) -> bool:
+        """Atomically insert a signing key unless a key with the same ``kid`` or the same
+        ``generation`` exists; True if inserted. Of concurrent adds of one generation (two
+        replicas rotating at the same moment) exactly one wins."""
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        """Every signing key, lowest generation first."""
+
+    async def delete_signing_key(self, kid: str) -> bool:
+        """Delete a signing key; True if it existed. ``gc`` never touches signing keys: the
+        key manager retires them."""
 
     # ----------------------------------------------------------------- housekeeping
     async def gc(self, now: float) -> int:

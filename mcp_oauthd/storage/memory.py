@@ -24,6 +24,7 @@ from .base import (
     RefreshTokenRecord,
     RotateResult,
     RotateStatus,
+    SigningKeyRecord,
     StorageError,
 )
 
@@ -68,6 +69,7 @@ class MemoryStorage:
         self._access_by_grant: defaultdict[str, set[str]] = defaultdict(set)
         self._refresh_by_grant: defaultdict[str, set[str]] = defaultdict(set)
         self._grants_by_client: defaultdict[str, set[str]] = defaultdict(set)
+        self._signing_keys: dict[str, SigningKeyRecord] = {}
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -303,6 +305,21 @@ class MemoryStorage:
         self, subject: str, client_id: str, resource: str
     ) -> ConsentRecord | None:
         return self._consents.get((subject, client_id, resource))
+
+    # ----------------------------------------------------------------- signing keys
+    async def add_signing_key(self, key: SigningKeyRecord) -> bool:
+        if key.kid in self._signing_keys or any(
+            k.generation == key.generation for k in self._signing_keys.values()
+        ):
+            return False
+        self._signing_keys[key.kid] = key.model_copy(deep=True)
+        return True
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        return sorted(self._signing_keys.values(), key=lambda k: k.generation)
+
+    async def delete_signing_key(self, kid: str) -> bool:
+        return self._signing_keys.pop(kid, None) is not None
 
     # ----------------------------------------------------------------- housekeeping
     async def gc(self, now: float) -> int:

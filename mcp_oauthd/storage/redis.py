@@ -17,6 +17,8 @@ Every key starts with the configured ``key_prefix`` followed by one hash tag,
     rt:<token_hash>          hash    rec=RefreshTokenRecord JSON, exp, gid,
                                      rot=<rotated_at>, succ=<successor>, rnonce
     consent:<sha256(s,c,r)>  string  ConsentRecord JSON
+    sigkey:<kid>             string  SigningKeyRecord JSON (private key encrypted)
+    sigkeys                  hash    generation -> kid of every signing key
     eph:<len>:<kind>:<key>   string  {"e": expires_at, "d": data}; the length prefix keeps
                                      kinds from ever sharing a key
 
@@ -79,7 +81,9 @@ its TTL (it expires when it would have); a tombstone for a never-created grant i
 Exceptions: ephemeral state has no issue time, so its TTL is ``expires_at`` minus the
 wall clock (floored at the margin, so a fake clock in the past still works); clients
 without ``expires_at`` (static or long-lived registrations) have no TTL, and clients with
-one get a one-day margin so ``gc`` can revoke their grants before Redis drops them.
+one get a one-day margin so ``gc`` can revoke their grants before Redis drops them. JWT
+signing keys have no TTL either: the key manager deletes each once no token it signed can
+still be alive.
 
 ``gc(now)`` sweeps the prefix with SCAN and, in one script per batch, deletes records whose
 expiry (by the caller's clock) has passed, exactly like the other backends, and removes
@@ -119,6 +123,7 @@ from .base import (
     RefreshTokenRecord,
     RotateResult,
     RotateStatus,
+    SigningKeyRecord,
     StorageError,
     StorageUnavailable,
 )
@@ -335,6 +340,35 @@ if not h then return false end
 return redis.call('GET', ARGV[1] .. 'at:' .. h)
 """
 
+# KEYS: the key record, the generation index. ARGV: record JSON, generation, kid.
+_ADD_SIGNING_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: the generation index. ARGV: B.
+_LIST_SIGNING_KEYS = """
+local out = {}
+for _, kid in ipairs(redis.call('HVALS', KEYS[1])) do
+  local raw = redis.call('GET', ARGV[1] .. 'sigkey:' .. kid)
+  if raw then table.insert(out, raw) end
+end
+return out
+"""
+
+# KEYS: the key record, the generation index. ARGV: kid.
+_DELETE_SIGNING_KEY = """
+local existed = redis.call('DEL', KEYS[1])
+local idx = redis.call('HGETALL', KEYS[2])
+for i = 1, #idx, 2 do
+  if idx[i + 1] == ARGV[1] then redis.call('HDEL', KEYS[2], idx[i]) end
+end
+return existed
+"""
+
 # KEYS: a batch of keys under the base. ARGV: B, now.
 _GC = (
     _LIB
@@ -485,6 +519,9 @@ class RedisStorage:
         self._update_upstream = r.register_script(_UPDATE_UPSTREAM)
         self._access_by_jti = r.register_script(_ACCESS_BY_JTI)
         self._gc = r.register_script(_GC)
+        self._add_signing_key = r.register_script(_ADD_SIGNING_KEY)
+        self._list_signing_keys = r.register_script(_LIST_SIGNING_KEYS)
+        self._delete_signing_key = r.register_script(_DELETE_SIGNING_KEY)
 
     # ----------------------------------------------------------------- plumbing
     def _k(self, kind: str, ident: str) -> str:
@@ -826,6 +863,25 @@ class RedisStorage:
         key = self._consent_key(subject, client_id, resource)
         raw = await self._call("get_consent", lambda: self._redis.get(key))
         return None if raw is None else ConsentRecord.model_validate_json(raw)
+
+    # ----------------------------------------------------------------- signing keys
+    async def add_signing_key(self, key: SigningKeyRecord) -> bool:
+        keys = [self._k("sigkey", key.kid), self._base + "sigkeys"]
+        args = [key.model_dump_json(), str(key.generation), key.kid]
+        res = await self._script("add_signing_key", self._add_signing_key, keys, args)
+        return bool(int(res))
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        raws = await self._script(
+            "list_signing_keys", self._list_signing_keys, [self._base + "sigkeys"], [self._base]
+        )
+        found = [SigningKeyRecord.model_validate_json(r) for r in raws]
+        return sorted(found, key=lambda k: k.generation)
+
+    async def delete_signing_key(self, kid: str) -> bool:
+        keys = [self._k("sigkey", kid), self._base + "sigkeys"]
+        res = await self._script("delete_signing_key", self._delete_signing_key, keys, [kid])
+        return bool(int(res))
 
     # ----------------------------------------------------------------- housekeeping
     async def gc(self, now: float) -> int:

@@ -38,6 +38,7 @@ from .base import (
     RefreshTokenRecord,
     RotateResult,
     RotateStatus,
+    SigningKeyRecord,
     StorageError,
     StorageUnavailable,
 )
@@ -121,6 +122,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX grants_subject ON grants(subject)",
         "CREATE INDEX grants_client_id ON grants(client_id)",
         "CREATE INDEX clients_expires_at ON clients(expires_at)",
+    ),
+    # v3: JWT signing keys (kid and generation each unique: one winner per rotation).
+    (
+        """CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            generation INTEGER NOT NULL UNIQUE,
+            data TEXT NOT NULL
+        )""",
     ),
 )
 
@@ -704,6 +713,35 @@ class SqliteStorage:
                 (subject, client_id, resource),
             ).fetchone()
         return None if row is None else ConsentRecord.model_validate_json(row[0])
+
+    # ----------------------------------------------------------------- signing keys
+    async def add_signing_key(self, key: SigningKeyRecord) -> bool:
+        return await self._run(self._add_signing_key_sync, key)
+
+    def _add_signing_key_sync(self, key: SigningKeyRecord) -> bool:
+        with self._write() as conn:
+            # The UNIQUE constraints on kid and generation decide the race.
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO signing_keys (kid, generation, data) VALUES (?, ?, ?)",
+                (key.kid, key.generation, key.model_dump_json()),
+            ).rowcount
+        return inserted > 0
+
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        return await self._run(self._list_signing_keys_sync)
+
+    def _list_signing_keys_sync(self) -> list[SigningKeyRecord]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT data FROM signing_keys ORDER BY generation").fetchall()
+        return [SigningKeyRecord.model_validate_json(r[0]) for r in rows]
+
+    async def delete_signing_key(self, kid: str) -> bool:
+        return await self._run(self._delete_signing_key_sync, kid)
+
+    def _delete_signing_key_sync(self, kid: str) -> bool:
+        with self._write() as conn:
+            count = conn.execute("DELETE FROM signing_keys WHERE kid = ?", (kid,)).rowcount
+        return count > 0
 
     # ----------------------------------------------------------------- housekeeping
     async def gc(self, now: float) -> int:

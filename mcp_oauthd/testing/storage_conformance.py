@@ -41,6 +41,7 @@ from mcp_oauthd.storage.base import (
     RefreshTokenRecord,
     RotateResult,
     RotateStatus,
+    SigningKeyRecord,
     Storage,
 )
 
@@ -171,6 +172,20 @@ def make_consent(
     }
     fields.update(overrides)
     return ConsentRecord.model_validate(fields)
+
+
+def make_signing_key(generation: int = 1, **overrides: Any) -> SigningKeyRecord:
+    fields: dict[str, Any] = {
+        "kid": new_id("kid-"),
+        "alg": "ES256",
+        "generation": generation,
+        "private_key": "v1.k1.encrypted-private-key-envelope",
+        "public_jwk": {"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ"},
+        "created_at": NOW,
+        "activates_at": NOW + (generation - 1) * 30 * DAY,
+    }
+    fields.update(overrides)
+    return SigningKeyRecord.model_validate(fields)
 
 
 async def create_full_grant(
@@ -619,6 +634,44 @@ class StorageConformance:
         assert await storage.get_consent("alice", "client-1", one.resource) == one
         assert await storage.get_consent("alice", "client-1", two.resource) == two
 
+    # ----------------------------------------------------------------- signing keys
+    async def test_signing_keys_read_back_equal_lowest_generation_first(
+        self, storage: Storage
+    ) -> None:
+        assert await storage.list_signing_keys() == []
+        third, first, second = make_signing_key(3), make_signing_key(1), make_signing_key(2)
+        for key in (third, first, second):
+            assert await storage.add_signing_key(key) is True
+        assert await storage.list_signing_keys() == [first, second, third]
+
+    async def test_adding_a_signing_key_with_a_taken_kid_or_generation_is_refused(
+        self, storage: Storage
+    ) -> None:
+        original = make_signing_key(1)
+        assert await storage.add_signing_key(original)
+        same_kid = make_signing_key(2, kid=original.kid)
+        same_generation = make_signing_key(1, alg="EdDSA")
+        assert await storage.add_signing_key(same_kid) is False
+        assert await storage.add_signing_key(same_generation) is False
+        assert await storage.list_signing_keys() == [original]
+
+    async def test_deleting_a_signing_key_frees_its_generation(self, storage: Storage) -> None:
+        old, kept = make_signing_key(1), make_signing_key(2)
+        await storage.add_signing_key(old)
+        await storage.add_signing_key(kept)
+        assert await storage.delete_signing_key(old.kid) is True
+        assert await storage.delete_signing_key(old.kid) is False
+        assert await storage.list_signing_keys() == [kept]
+        replacement = make_signing_key(1)
+        assert await storage.add_signing_key(replacement)
+        assert await storage.list_signing_keys() == [replacement, kept]
+
+    async def test_gc_leaves_signing_keys_alone(self, storage: Storage) -> None:
+        key = make_signing_key(1, activates_at=NOW - 400 * DAY, created_at=NOW - 400 * DAY)
+        await storage.add_signing_key(key)
+        await storage.gc(NOW + 400 * DAY)
+        assert await storage.list_signing_keys() == [key]
+
     # ----------------------------------------------------------------- gc
     async def test_gc_of_an_empty_store_removes_nothing(self, storage: Storage) -> None:
         assert await storage.gc(NOW) == 0
@@ -753,6 +806,15 @@ class StorageConformance:
         await assert_no_tokens(
             storage, [first_access, *(o[1] for o in outcomes)], [old, *(o[2] for o in outcomes)]
         )
+
+    async def test_twenty_concurrent_adds_of_one_signing_key_generation_have_one_winner(
+        self, storage: Storage
+    ) -> None:
+        candidates = [make_signing_key(2) for _ in range(20)]
+        results = await asyncio.gather(*(storage.add_signing_key(k) for k in candidates))
+        assert results.count(True) == 1
+        winner = candidates[results.index(True)]
+        assert await storage.list_signing_keys() == [winner]
 
     async def test_concurrent_revoke_and_create_of_one_grant_leave_no_live_token(
         self, storage: Storage

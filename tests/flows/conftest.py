@@ -10,10 +10,10 @@ import pytest
 from mcp_oauthd.app import create_app
 from mcp_oauthd.clock import FakeClock
 from mcp_oauthd.config.models import Config
-from mcp_oauthd.oauth.pkce import new_pair
 from mcp_oauthd.security.audit import Auditor
 from mcp_oauthd.storage.memory import MemoryStorage
-from mcp_oauthd.testing.browser import Hop, ScriptedBrowser, form_fields, query_of
+from mcp_oauthd.testing import flow
+from mcp_oauthd.testing.browser import Hop, ScriptedBrowser, query_of
 from mcp_oauthd.testing.daemon import running
 from tests.conftest import DEMO_PASSWORD, base_config
 
@@ -34,17 +34,7 @@ class Daemon:
         return [e for e in self.auditor.events if e.get("event") == name]
 
     async def authorize_url(self, **params: str) -> str:
-        base = {
-            "response_type": "code",
-            "client_id": "cli",
-            "redirect_uri": "http://127.0.0.1:5555/callback",
-            "state": "client-state-123",
-            "code_challenge_method": "S256",
-        }
-        base.update(params)
-        from yarl import URL
-
-        return str(URL(self.url + "/oauth/authorize").with_query(base))
+        return flow.authorize_url(self.url, **params)
 
     async def login(
         self,
@@ -56,22 +46,10 @@ class Daemon:
     ) -> tuple[Hop, str]:
         """Walk authorize -> consent -> login -> callback; return the final hop and the
         PKCE verifier used."""
-        verifier, challenge = new_pair()
-        params.setdefault("code_challenge", challenge)
-        browser = self.browser()
-        hop = await browser.get(await self.authorize_url(**params))
-        redirect_prefix = params.get("redirect_uri", "http://127.0.0.1:5555/callback")
-        if hop.status == 200 and "csrf_token" in hop.text and 'name="flow"' in hop.text:
-            action, fields = form_fields(hop.text)
-            fields["decision"] = "approve" if approve else "deny"
-            hop = await browser.post(action, fields)
-        hop = await browser.follow(hop, redirect_prefix)
-        if hop.status == 200 and 'name="password"' in hop.text:
-            action, fields = form_fields(hop.text)
-            fields.update(username=username, password=password)
-            hop = await browser.post(action, fields)
-            hop = await browser.follow(hop, redirect_prefix)
-        return hop, verifier
+        result = await flow.login(
+            self.http, self.url, username=username, password=password, approve=approve, **params
+        )
+        return result.hop, result.verifier
 
     async def code(self, **params: str) -> tuple[str, str]:
         hop, verifier = await self.login(**params)
@@ -82,22 +60,12 @@ class Daemon:
         return query["code"], verifier
 
     async def token(self, data: dict[str, str], auth: aiohttp.BasicAuth | None = None) -> Any:
-        async with self.http.post(self.url + "/oauth/token", data=data, auth=auth) as resp:
-            return resp.status, await resp.json(), resp.headers
+        return await flow.token_request(self.http, self.url, data, auth)
 
     async def tokens(self, **params: str) -> dict[str, Any]:
-        code, verifier = await self.code(**params)
-        status, body, _ = await self.token(
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "code_verifier": verifier,
-                "client_id": params.get("client_id", "cli"),
-                "redirect_uri": params.get("redirect_uri", "http://127.0.0.1:5555/callback"),
-            }
+        return await flow.tokens(
+            self.http, self.url, username="alice", password=DEMO_PASSWORD, **params
         )
-        assert status == 200, body
-        return dict(body)
 
 
 @pytest.fixture
