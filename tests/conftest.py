@@ -88,3 +88,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 ConfigFactory = Callable[..., Config]
+
+
+# Daemon fixtures (a real mcp-oauthd on a loopback port) for every test folder.
+pytest_plugins = ["tests.daemon"]

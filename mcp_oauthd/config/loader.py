@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -557,4 +558,87 @@ def check_warnings(config: Config) -> list[ConfigWarning]:
                         "remove the user or set a hash from `mcp-oauthd hash-password`",
                     )
                 )
+    out.extend(_observability_warnings(config))
+    return out
+
+
+_PROBE_TIMEOUT = 0.25
+
+
+def _loopback_port_closed(host: str, port: int) -> bool:
+    """Whether nothing accepts connections on a loopback ``host:port``."""
+    import socket
+
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=_PROBE_TIMEOUT):
+            return False
+    except OSError:
+        return True
+
+
+def _observability_warnings(config: Config) -> list[ConfigWarning]:
+    """Exporter and metrics settings that lose data or expose it. A bad exporter endpoint
+    is a warning, never an error: the daemon must serve logins without its collector.
+    Only a loopback endpoint is probed (one TCP connect); nothing else is contacted."""
+    out: list[ConfigWarning] = []
+    obs = config.observability
+    if (
+        obs.metrics.enabled
+        and obs.metrics.port is None
+        and not is_loopback_host(config.server.host)
+    ):
+        out.append(
+            ConfigWarning(
+                "observability.metrics.port",
+                f"/metrics is served on the main listener ({config.server.host}), so anyone "
+                "who reaches the server can read the metrics",
+                "set observability.metrics.port to serve it on an internal listener, or "
+                "block /metrics at the proxy",
+            )
+        )
+    tracing = obs.tracing
+    if tracing.exporter != "otlp":
+        return out
+    field = "observability.tracing.otlp_endpoint"
+    parts = urlsplit(tracing.otlp_endpoint)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port < 0:
+        out.append(
+            ConfigWarning(
+                field,
+                "the OTLP endpoint is not an http(s) URL; no span will be exported",
+                "use the collector's OTLP/HTTP URL, e.g. http://otel-collector:4318/v1/traces",
+            )
+        )
+        return out
+    if not parts.path.rstrip("/").endswith("/v1/traces"):
+        out.append(
+            ConfigWarning(
+                field,
+                "the OTLP endpoint has no /v1/traces path; collectors answer 404 to exports "
+                "sent to their root",
+                "give the full traces URL, e.g. http://otel-collector:4318/v1/traces",
+            )
+        )
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        out.append(
+            ConfigWarning(
+                field,
+                "spans (and otlp_headers, often an API key) travel unencrypted to "
+                f"{parts.hostname}",
+                "use an https endpoint or a collector on the same host or pod",
+            )
+        )
+    if is_loopback_host(parts.hostname) and _loopback_port_closed(parts.hostname, port):
+        out.append(
+            ConfigWarning(
+                field,
+                f"nothing listens on {parts.hostname}:{port}; spans will be dropped until "
+                "the collector is up",
+                "start the OpenTelemetry collector or fix the endpoint",
+            )
+        )
     return out

@@ -320,6 +320,119 @@ class RedirectPolicyConfig(Model):
     )
 
 
+class RegistrationConfig(Model):
+    """Dynamic client registration (RFC 7591) and its abuse controls.
+
+    The default policy is ``open`` because the MCP clients people use (Claude Code, VS
+    Code, Cursor, MCP Inspector, the SDKs) register themselves with no credential and
+    cannot obtain an initial access token; ``token`` or ``closed`` would lock them out.
+    An open endpoint stays safe because registering grants nothing: every login still
+    needs the user's consent for that client, and the per-IP caps, the registration
+    window and the expiry of unused clients bound what a flood can store.
+    """
+
+    policy: Literal["open", "token", "closed"] = Field(
+        "open",
+        description="`open`: anyone may register (what MCP clients expect); `token`: a "
+        "registration needs `initial_access_token` as a Bearer token; `closed`: only "
+        "static clients and metadata documents.",
+    )
+    initial_access_token: Secret | None = Field(
+        None, description="The Bearer token `policy: token` requires (a secret source)."
+    )
+    allow_public_clients: bool = Field(
+        True,
+        description="Allow registering public clients (`token_endpoint_auth_method: none`), "
+        "which most MCP clients are.",
+    )
+    max_clients_per_ip: int = Field(
+        50,
+        ge=0,
+        description="Active registered clients one IP (IPv6: one /64) may hold; 0: no cap.",
+    )
+    window: Duration = Field(3600, gt=0, description="Length of the registration window.")
+    max_per_window: int = Field(
+        20,
+        ge=0,
+        description="Registrations one IP (IPv6: one /64) may make per window; deleting "
+        "clients does not give them back. 0: no limit.",
+    )
+    unused_client_ttl: Duration = Field(
+        7 * 86400, gt=0, description="A registered client never used is deleted after this."
+    )
+    idle_client_ttl: Duration | None = Field(
+        90 * 86400,
+        description="A registered client not used for this long is deleted (null: never).",
+    )
+
+    @model_validator(mode="after")
+    def _token_present(self) -> RegistrationConfig:
+        if self.policy == "token":
+            token = self.initial_access_token
+            if token is None:
+                raise ValueError("policy token needs initial_access_token")
+            if len(token.get_secret_value()) < 20:
+                raise ValueError("initial_access_token must be at least 20 characters")
+        return self
+
+
+class CimdConfig(Model):
+    """Client ID Metadata Documents: an https URL as ``client_id``, fetched by this server."""
+
+    enabled: bool = Field(
+        True,
+        description="Accept `https://` client ids and fetch their metadata document "
+        "(advertised as `client_id_metadata_document_supported`).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Fetch documents only from these hosts (`example.com`, or "
+        "`*.example.com` for subdomains). Empty: any public host.",
+    )
+    max_bytes: int = Field(5120, ge=256, le=1_048_576, description="Largest document accepted.")
+    connect_timeout: Duration = Field(3, gt=0, description="Timeout to connect to the host.")
+    timeout: Duration = Field(5, gt=0, description="Timeout of the whole fetch.")
+    min_cache_ttl: Duration = Field(
+        60, ge=0, description="Documents are cached at least this long, whatever the headers."
+    )
+    max_cache_ttl: Duration = Field(
+        86400, gt=0, description="Documents are cached at most this long, whatever the headers."
+    )
+    default_cache_ttl: Duration = Field(
+        600, ge=0, description="Cache lifetime when the response has no cache headers."
+    )
+    error_cache_ttl: Duration = Field(
+        30, ge=0, description="A failed fetch is remembered (and not retried) this long."
+    )
+    max_cache_entries: int = Field(1000, ge=1, description="Documents kept in memory at most.")
+    max_concurrent_fetches: int = Field(16, ge=1, description="Fetches in flight at most.")
+    ca_file: Path | None = Field(
+        None, description="Extra CA certificates (PEM) trusted for fetching documents."
+    )
+    allow_loopback_for_tests: bool = Field(
+        False,
+        description="Test-only: allow fetching from loopback addresses. Refused unless the "
+        "issuer itself is on loopback.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        pattern = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$")
+        for host in value:
+            if not pattern.match(host):
+                raise ValueError(f"{host!r} is not a lower-case host name or *.domain")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CimdConfig:
+        if self.min_cache_ttl > self.max_cache_ttl:
+            raise ValueError("min_cache_ttl must not exceed max_cache_ttl")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {self.ca_file} does not exist")
+        return self
+
+
 # --------------------------------------------------------------------------- tokens
 class JwtConfig(Model):
     alg: Literal["ES256", "EdDSA", "Ed25519"] = Field(
@@ -431,6 +544,70 @@ class SecurityConfig(Model):
     )
 
 
+class BudgetConfig(Model):
+    per_minute: float = Field(gt=0, description="Sustained requests a minute.")
+    burst: int = Field(ge=1, description="Requests allowed at once before the rate applies.")
+
+
+class RateLimitsConfig(Model):
+    """Token buckets per client IP (and per user where one is known). 429 + Retry-After."""
+
+    enabled: bool = True
+    max_keys: int = Field(
+        100_000, ge=100, description="In-memory buckets kept at most (LRU); bounds memory."
+    )
+    authorize: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=60, burst=30),
+        description="Per IP: /oauth/authorize, consent and callback.",
+    )
+    login: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=20, burst=10),
+        description="Per IP: the local login form.",
+    )
+    login_user: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=10, burst=5),
+        description="Per username: local login attempts (slows password guessing).",
+    )
+    token: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=300, burst=100),
+        description="Per IP: /oauth/token and /oauth/revoke.",
+    )
+    registration: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=20, burst=10),
+        description="Per IP: /oauth/register.",
+    )
+    introspect: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=600_000, burst=20_000),
+        description="Per IP: /oauth/introspect and /auth/verify (resource servers: the hot path).",
+    )
+    default: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(per_minute=1200, burst=300),
+        description="Per IP: every other endpoint (discovery, JWKS, pages).",
+    )
+
+
+class ProxyConfig(Model):
+    """Which X-Forwarded-For hops to believe. By default none: the socket peer is the IP."""
+
+    trusted_hops: int = Field(
+        0, ge=0, le=10, description="Trust this many proxies in front (X-Forwarded-For)."
+    )
+    trusted_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Trust X-Forwarded-For only from peers in these networks.",
+    )
+
+    @field_validator("trusted_cidrs")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network such as 10.0.0.0/8") from None
+        return value
+
+
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -445,7 +622,8 @@ class MetricsConfig(Model):
         ge=0,
         le=65535,
         description="Serve `/metrics` on this port instead of the main listener (keeps it "
-        "off the public address). Omit: the main listener serves it.",
+        "off the public address). Omit: the main listener serves it. With several "
+        "`server.workers`, worker N serves its own metrics on `port + N`.",
     )
     host: str = Field(
         "127.0.0.1", description="Address of the separate metrics listener (with `port`)."
@@ -510,10 +688,20 @@ class Config(Model):
     provider: ProviderConfig = Field(default_factory=LocalProviderConfig)
     resources: list[ResourceConfig] = Field(min_length=1)
     clients: list[StaticClientConfig] = Field(default_factory=list)
+    registration: RegistrationConfig = Field(
+        default_factory=RegistrationConfig,
+        description="Dynamic client registration (RFC 7591) and its abuse controls.",
+    )
+    cimd: CimdConfig = Field(
+        default_factory=CimdConfig,
+        description="Client ID Metadata Documents (an https URL as client_id).",
+    )
     tokens: TokensConfig = Field(default_factory=TokensConfig)
     consent: ConsentConfig = Field(default_factory=ConsentConfig)
     access_policy: AccessPolicyConfig = Field(default_factory=AccessPolicyConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(
         default_factory=ObservabilityConfig,
@@ -546,10 +734,20 @@ class Config(Model):
                         "which is not configured under resources"
                     )
         metrics_port = self.observability.metrics.port
-        if metrics_port and metrics_port == self.server.port:
+        if metrics_port and 0 <= self.server.port - metrics_port < self.server.workers:
             raise ValueError(
-                "observability.metrics.port must differ from server.port; omit it to serve "
-                "/metrics on the main listener"
+                "observability.metrics.port must differ from server.port (with several "
+                "workers, port + N for each worker N); omit it to serve /metrics on the "
+                "main listener"
+            )
+        if metrics_port and metrics_port + self.server.workers - 1 > 65535:
+            raise ValueError("observability.metrics.port + server.workers - 1 exceeds 65535")
+        if self.cimd.allow_loopback_for_tests and not is_loopback_host(
+            urlsplit(self.issuer).hostname
+        ):
+            # A test-only switch: outside a loopback test setup it would open the SSRF guard.
+            raise ValueError(
+                "cimd.allow_loopback_for_tests is for tests only and needs a loopback issuer"
             )
         return self
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import MultiMapping
 
-from mcp_oauthd.http import keys
+from mcp_oauthd.http import keys, ratelimit
 from mcp_oauthd.http.cookies import BrowserCookies
 from mcp_oauthd.oauth.metadata import CALLBACK_PATH, CONSENT_PATH, LOGIN_PATH, endpoint
 from mcp_oauthd.oauth.redirects import is_custom_scheme
@@ -134,6 +134,12 @@ async def login_submit(request: web.Request) -> web.Response:
     assert isinstance(provider, LocalProvider)
     username = _str(form.get("username")) or ""
     password = _str(form.get("password")) or ""
+    # Per-user budget: slows password guessing against one account from many addresses.
+    limits = services.config.rate_limits
+    if limits.enabled:
+        await ratelimit.check(
+            request, "login_user", username.lower()[:128], ratelimit.budget(limits.login_user)
+        )
     identity = await provider.verify_password(username, password)
     if identity is None:
         services.auditor.emit("login.failed", provider="local")

@@ -83,7 +83,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return pages.error(exc.title, exc.message, exc.status, request.get(keys.REQUEST_ID))
     except OAuthError as exc:
         if wants_html(request):
-            return pages.error("Something went wrong", exc.description or exc.error, exc.status)
+            page = pages.error("Something went wrong", exc.description or exc.error, exc.status)
+            if exc.retry_after is not None:
+                page.headers["Retry-After"] = str(exc.retry_after)
+            return page
         return json_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:

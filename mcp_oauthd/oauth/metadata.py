@@ -65,6 +65,12 @@ def authorization_server_metadata(
     }
     if registration_enabled:
         meta["registration_endpoint"] = endpoint(issuer, REGISTER_PATH)
+    if any(r.allow_upstream_token for r in config.resources):
+        # RFC 8693 §2: resource servers exchange a user's token for the upstream one.
+        meta["grant_types_supported"] = [
+            *meta["grant_types_supported"],
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ]
     if introspection_enabled:
         meta["introspection_endpoint"] = endpoint(issuer, INTROSPECT_PATH)
         meta["introspection_endpoint_auth_methods_supported"] = [

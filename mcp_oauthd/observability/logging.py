@@ -3,7 +3,10 @@
 One handler on the root logger renders both structlog events and stdlib records
 (aiohttp's loggers) through :class:`structlog.stdlib.ProcessorFormatter`, so every line
 has the same shape: ISO timestamp, level, logger, event, and whatever is bound in
-:mod:`structlog.contextvars` (the HTTP middleware binds ``request_id``).
+:mod:`structlog.contextvars` (the HTTP middleware binds ``request_id``; with tracing on,
+the tracing middleware binds ``trace_id`` and ``span_id`` of the request span, and
+:func:`add_trace_context` puts the *current* span's ids on lines logged inside a child
+span, so a line joins the exact storage or upstream call it came from).
 
 Defence in depth: :func:`redact_credentials` replaces the value of any key that looks like a
 credential (token, secret, password, code, authorization, cookie, verifier, assertion) and
@@ -19,12 +22,14 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from mcp_oauthd.config.models import LoggingConfig
 
 __all__ = [
     "REDACTED",
+    "add_trace_context",
     "configure_logging",
     "is_credential_key",
     "redact_credentials",
@@ -148,6 +153,15 @@ def redact_credentials(logger: WrappedLogger, method_name: str, event_dict: Even
     return event_dict
 
 
+def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the current OpenTelemetry span's trace and span id, if any."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = trace.format_trace_id(context.trace_id)
+        event_dict["span_id"] = trace.format_span_id(context.span_id)
+    return event_dict
+
+
 def _drop_color_message(
     logger: WrappedLogger, method_name: str, event_dict: EventDict
 ) -> EventDict:
@@ -178,6 +192,7 @@ def configure_logging(config: LoggingConfig, *, stream: IO[str] | None = None) -
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

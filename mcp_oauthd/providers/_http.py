@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from mcp_oauthd.config.models import is_loopback_host
+from mcp_oauthd.observability.tracing import upstream_call
 from mcp_oauthd.providers.base import UpstreamError
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
@@ -94,21 +95,27 @@ class HttpClient:
         send_headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         send_headers.update(headers or {})
         try:
-            async with self.session().request(
-                method,
-                url,
-                data=dict(data) if data is not None else None,
-                headers=send_headers,
-                params=dict(params) if params is not None else None,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as response:
-                status = response.status
-                if status >= 500:
-                    raise UpstreamError(
-                        "unavailable", f"{self._provider}: {what} answered HTTP {status}"
-                    )
-                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            # A client span with W3C trace context in the headers, so the IdP's traces
+            # join ours (a no-op when tracing is off).
+            with upstream_call(
+                method, url, what=what, provider=self._provider, headers=send_headers
+            ) as span:
+                async with self.session().request(
+                    method,
+                    url,
+                    data=dict(data) if data is not None else None,
+                    headers=send_headers,
+                    params=dict(params) if params is not None else None,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as response:
+                    status = response.status
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        raise UpstreamError(
+                            "unavailable", f"{self._provider}: {what} answered HTTP {status}"
+                        )
+                    body = await response.content.read(MAX_RESPONSE_BYTES + 1)
         except UpstreamError:
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:

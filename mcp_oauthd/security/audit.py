@@ -10,9 +10,22 @@ its name listed under ``dropped_fields``. With ``hash_user_ids=True`` the user-i
 fields are replaced by a keyed hash (HMAC-SHA256), so events still correlate without
 naming the person.
 
-Event names in use: ``token.issued``, ``token.refreshed``, ``token.revoked``,
-``login.refused``, ``code.reused``, ``refresh.reused``, ``registration``,
-``rate_limited``, ``config.weakened``.
+Listeners (``auditor.add_listener(fn)``) see every event after filtering, as
+``fn(event, record)``; the metrics use this, so each audit event is also a counter
+increment (``oauth_audit_events_total{event}`` and, for the names below, a named counter;
+see ``AUDIT_COUNTERS`` in :mod:`mcp_oauthd.observability.metrics`). A failing listener is
+logged and never breaks the audited operation.
+
+Event names (and the fields the metrics read, if any): ``authorization.started``,
+``consent.granted``, ``consent.denied``, ``login.succeeded``, ``login.failed`` (wrong
+credentials), ``login.refused`` (access policy), ``login.upstream_error``,
+``token.issued`` (``grant``: code | refresh_token | token_exchange), ``token.refreshed``,
+``token.refresh_grace``, ``token.revoked`` (``kind``: access | refresh),
+``grant.revoked`` (``reason``), ``code.reused``, ``refresh.reused``, ``pkce.failed``,
+``registration`` (``public``, ``deduplicated``), ``registration.refused`` (``reason``),
+``token.exchanged``, ``token_exchange.refused``, ``rate_limited`` (``limiter``, else
+``endpoint``), ``cimd.fetched``, ``cimd.refused``, ``callback.browser_mismatch``,
+``introspection.refused``, ``config.weakened``.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import hashlib
 import hmac
 import secrets
 from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +42,9 @@ import structlog
 
 from mcp_oauthd.observability.logging import is_credential_key, scrub_value
 
-__all__ = ["AUDIT_LOGGER", "USER_FIELDS", "Auditor"]
+__all__ = ["AUDIT_LOGGER", "USER_FIELDS", "AuditListener", "Auditor"]
+
+AuditListener = Callable[[str, Mapping[str, object]], None]
 
 AUDIT_LOGGER = "mcp_oauthd.audit"
 USER_FIELDS = frozenset({"subject", "user", "user_id", "username", "email", "sub"})
@@ -54,6 +70,11 @@ class Auditor:
         # Without a configured key, hashes correlate within one process lifetime only.
         self._hash_key = hash_key if hash_key is not None else secrets.token_bytes(32)
         self._log = logger if logger is not None else structlog.get_logger(AUDIT_LOGGER)
+        self._listeners: list[AuditListener] = []
+
+    def add_listener(self, listener: AuditListener) -> None:
+        """Call ``listener(event, record)`` for every event from now on."""
+        self._listeners.append(listener)
 
     def hash_user_id(self, value: object) -> str:
         digest = hmac.new(self._hash_key, str(value).encode("utf-8"), hashlib.sha256)
@@ -86,6 +107,11 @@ class Auditor:
         warn = event in _WARNING_EVENTS or event.endswith(_WARNING_SUFFIXES)
         method = self._log.warning if warn else self._log.info
         method(event, audit=True, **record)
+        for listener in self._listeners:
+            try:
+                listener(event, record)
+            except Exception:  # observability must never break the audited operation
+                self._log.exception("audit listener failed", listener_event=event)
 
     def find(self, event: str) -> list[dict[str, object]]:
         """The remembered events named ``event`` (oldest first)."""

@@ -31,6 +31,7 @@ from mcp_oauthd.oauth.errors import (
 from mcp_oauthd.oauth.metadata import CALLBACK_PATH, endpoint
 from mcp_oauthd.oauth.responses import authorization_response, error_response
 from mcp_oauthd.oauth.tokens import new_code, new_id, token_hash
+from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.providers.base import Identity, UpstreamError, UpstreamTokens
 from mcp_oauthd.security.crypto import constant_time_equals, random_token, sha256_hex
 from mcp_oauthd.service.context import Services
@@ -94,6 +95,7 @@ class AuthorizeService:
         return browser is not None and constant_time_equals(flow["browser"], sha256_hex(browser))
 
     # ------------------------------------------------------------------ step 1: authorize
+    @traced("authorize.validate")
     async def validate(self, params: Mapping[str, str]) -> AuthorizationRequest:
         """Validate an authorization request. Raises ``PageError`` before the redirect
         URI is trusted, ``RedirectableError`` after."""
@@ -171,6 +173,7 @@ class AuthorizeService:
             raise InvalidTarget("this client may not request tokens for that resource")
         return resource
 
+    @traced("authorize.start")
     async def start(
         self, request: AuthorizationRequest, browser: str, remembered_subject: str | None
     ) -> Outcome:
@@ -258,6 +261,7 @@ class AuthorizeService:
         assert browser is not None
         return Page("consent", await self.consent_context(flow_id, flow, browser))
 
+    @traced("consent.decide")
     async def decide(
         self,
         flow_id: str | None,
@@ -288,6 +292,7 @@ class AuthorizeService:
         return await self._go_upstream(flow)
 
     # ------------------------------------------------------------------ step 3: upstream
+    @traced("authorize.redirect_upstream")
     async def _go_upstream(self, flow: dict[str, Any]) -> Outcome:
         now = self.s.now()
         verifier, challenge = pkce.new_pair()
@@ -310,6 +315,7 @@ class AuthorizeService:
         return Redirect(url)
 
     # ------------------------------------------------------------------ step 4: callback
+    @traced("callback.complete")
     async def callback(self, params: Mapping[str, str], browser: str | None) -> Outcome:
         state = params.get("state")
         if not state:
@@ -380,6 +386,7 @@ class AuthorizeService:
     def seal_upstream(self, upstream: UpstreamTokens) -> str:
         return self.s.keyring.encrypt(upstream.model_dump_json().encode(), b"upstream")
 
+    @traced("callback.issue_code")
     async def _finish(
         self, flow: Mapping[str, Any], identity: Identity, sealed: str | None
     ) -> Redirect:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.config.models import Config
@@ -10,6 +10,8 @@ from mcp_oauthd.providers.base import Provider
 from mcp_oauthd.security.audit import Auditor
 from mcp_oauthd.security.crypto import KeyRing, Signer
 from mcp_oauthd.service.clients import ClientRegistry
+from mcp_oauthd.service.jwt import SigningKeyManager
+from mcp_oauthd.service.upstream import KeyedLocks
 from mcp_oauthd.storage.base import Storage
 
 
@@ -23,6 +25,10 @@ class Services:
     signer: Signer
     clock: Clock
     auditor: Auditor
+    # JWT access tokens (tokens.format: jwt): the shared signing keys.
+    signing_keys: SigningKeyManager | None = None
+    # Single-flight upstream refreshes, per grant (see service.upstream).
+    upstream_locks: KeyedLocks = field(default_factory=KeyedLocks)
 
     def now(self) -> float:
         return self.clock.now()

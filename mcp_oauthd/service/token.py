@@ -25,9 +25,12 @@ from mcp_oauthd.oauth.tokens import (
     new_refresh_token,
     token_hash,
 )
-from mcp_oauthd.providers.base import UpstreamError, UpstreamTokens
+from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.security.crypto import DecryptionError, open_with_secret, seal_with_secret
 from mcp_oauthd.service.context import Services
+from mcp_oauthd.service.exchange import TOKEN_EXCHANGE_GRANT, TokenExchangeService
+from mcp_oauthd.service.jwt import is_jwt_shaped
+from mcp_oauthd.service.upstream import upstream_tokens
 from mcp_oauthd.storage.base import (
     AccessTokenRecord,
     ClientRecord,
@@ -44,11 +47,17 @@ _SUCCESSOR_CONTEXT = b"mcp-oauthd refresh successor v1"
 class TokenService:
     def __init__(self, services: Services) -> None:
         self.s = services
+        self.exchange = TokenExchangeService(services)
 
+    @traced("token.grant")
     async def grant(self, form: Mapping[str, str], creds: ClientCredentials) -> dict[str, Any]:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
+        if grant_type == TOKEN_EXCHANGE_GRANT:
+            # RFC 8693: the caller is a resource server (its introspection credentials),
+            # not an OAuth client, so it authenticates in the exchange service.
+            return await self.exchange.exchange(form, creds)
         if grant_type not in ("authorization_code", "refresh_token"):
             raise UnsupportedGrantType("this grant type is not supported")
         client = await self.s.clients.authenticate(creds, self.s.now())
@@ -63,9 +72,8 @@ class TokenService:
         self, grant: GrantRecord, token_scopes: list[str], now: float, with_refresh: bool
     ) -> tuple[str, AccessTokenRecord, str | None, RefreshTokenRecord | None]:
         tokens = self.s.config.tokens
-        access = new_access_token()
         access_record = AccessTokenRecord(
-            token_hash=token_hash(access),
+            token_hash="",  # set below, once the token's value is known
             jti=new_id(),
             grant_id=grant.grant_id,
             client_id=grant.client_id,
@@ -77,6 +85,14 @@ class TokenService:
             issued_at=now,
             expires_at=min(now + tokens.access_token_ttl, grant.expires_at),
         )
+        if tokens.format == "jwt":
+            # RFC 9068, and still recorded by hash so revocation shows via introspection.
+            if self.s.signing_keys is None:
+                raise TemporarilyUnavailable("the token signing keys are not loaded")
+            access = self.s.signing_keys.sign_access_token(access_record, self.s.config.issuer)
+        else:
+            access = new_access_token()
+        access_record = access_record.model_copy(update={"token_hash": token_hash(access)})
         if not with_refresh:
             return access, access_record, None, None
         refresh = new_refresh_token()
@@ -105,6 +121,7 @@ class TokenService:
         return body
 
     # ------------------------------------------------------------------ authorization_code
+    @traced("token.exchange_code")
     async def exchange_code(self, client: ClientRecord, form: Mapping[str, str]) -> dict[str, Any]:
         code = form.get("code")
         if not code:
@@ -165,6 +182,7 @@ class TokenService:
         return self._response(access, access_rec, refresh, now)
 
     # ------------------------------------------------------------------ refresh_token
+    @traced("token.refresh")
     async def refresh(self, client: ClientRecord, form: Mapping[str, str]) -> dict[str, Any]:
         presented = form.get("refresh_token")
         if not presented:
@@ -193,7 +211,9 @@ class TokenService:
             raise InvalidScope("the requested scope exceeds the original grant")
         token_scopes = requested or list(old.scopes)
         if old.rotated_at is None:
-            await self._upstream_liveness(grant, now)
+            # DESIGN §1 upstream liveness: refresh upstream first when near expiry; a dead
+            # upstream grant ends ours (InvalidGrant, grant revoked).
+            await upstream_tokens(self.s, grant, now, need_token=False)
         access, access_rec, refresh, refresh_rec = self._mint(grant, token_scopes, now, True)
         assert refresh is not None
         assert refresh_rec is not None
@@ -232,37 +252,8 @@ class TokenService:
             raise InvalidGrant("the refresh token was already used; the grant is revoked")
         raise InvalidGrant("the refresh token is invalid")
 
-    async def _upstream_liveness(self, grant: GrantRecord, now: float) -> None:
-        """Refresh upstream first when its token is near expiry (DESIGN §1: a user disabled
-        at the IdP loses MCP access within one access-token lifetime)."""
-        if grant.upstream is None or grant.upstream_expires_at is None:
-            return
-        threshold = self.s.config.tokens.token_refresh_threshold
-        if grant.upstream_expires_at - now > threshold:
-            return
-        try:
-            current = UpstreamTokens.model_validate_json(
-                self.s.keyring.decrypt(grant.upstream, b"upstream")
-            )
-        except (DecryptionError, ValueError):
-            raise TemporarilyUnavailable("stored credentials cannot be read") from None
-        if current.refresh_token is None:
-            return
-        try:
-            renewed = await self.s.provider.refresh(current)
-        except UpstreamError as exc:
-            if exc.kind == "invalid_grant":
-                await self.s.storage.revoke_grant(grant.grant_id, now)
-                self.s.auditor.emit(
-                    "grant.revoked", reason="upstream_invalid_grant", subject=grant.subject
-                )
-                raise InvalidGrant("the sign-in has ended at the identity provider") from None
-            # Never lose a grant to a flaky upstream: 503, the client retries.
-            raise TemporarilyUnavailable("the identity provider is unavailable") from None
-        sealed = self.s.keyring.encrypt(renewed.model_dump_json().encode(), b"upstream")
-        await self.s.storage.update_grant_upstream(grant.grant_id, sealed, renewed.expires_at)
-
     # ------------------------------------------------------------------ revocation
+    @traced("token.revoke")
     async def revoke(self, form: Mapping[str, str], creds: ClientCredentials) -> None:
         """RFC 7009 §2.1/§2.2: unknown tokens are a success; only the owner may revoke."""
         token = form.get("token")
@@ -271,7 +262,7 @@ class TokenService:
         client = await self.s.clients.authenticate(creds, self.s.now())
         now = self.s.now()
         digest = token_hash(token)
-        if token.startswith(ACCESS_PREFIX):
+        if token.startswith(ACCESS_PREFIX) or is_jwt_shaped(token):
             access = await self.s.storage.get_access_token(digest)
             if access is None:
                 return

@@ -58,6 +58,8 @@ class ClientRecord(Record):
     registration_access_token_hash: str | None = None
     created_at: float = 0.0
     expires_at: float | None = None
+    # Where a dynamic registration came from: an IPv4 address, or the /64 network of an
+    # IPv6 one (the unit one host controls); the per-IP registration cap counts by it.
     registered_ip: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -203,6 +205,11 @@ class Storage(Protocol):
         """Delete a client; True if it existed. Its grants are revoked too."""
 
     async def list_clients(self) -> list[ClientRecord]: ...
+
+    async def count_clients_by_ip(self, ip: str, now: float) -> int:
+        """How many clients with ``registered_ip == ip`` are live at ``now`` (no
+        ``expires_at``, or one after ``now``). Backs the per-IP registration cap, so it
+        must stay cheap (an index, not a scan) however many clients exist."""
 
     # ----------------------------------------------------------------- ephemeral state
     async def put_ephemeral(

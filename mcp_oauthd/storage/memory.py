@@ -69,6 +69,7 @@ class MemoryStorage:
         self._access_by_grant: defaultdict[str, set[str]] = defaultdict(set)
         self._refresh_by_grant: defaultdict[str, set[str]] = defaultdict(set)
         self._grants_by_client: defaultdict[str, set[str]] = defaultdict(set)
+        self._clients_by_ip: defaultdict[str, set[str]] = defaultdict(set)
         self._signing_keys: dict[str, SigningKeyRecord] = {}
 
     # ----------------------------------------------------------------- lifecycle
@@ -83,15 +84,35 @@ class MemoryStorage:
 
     # ----------------------------------------------------------------- clients
     async def put_client(self, client: ClientRecord) -> None:
+        self._unindex_client(self._clients.get(client.client_id))
         self._clients[client.client_id] = client.model_copy(deep=True)
+        if client.registered_ip is not None:
+            self._clients_by_ip[client.registered_ip].add(client.client_id)
+
+    def _unindex_client(self, client: ClientRecord | None) -> None:
+        if client is None or client.registered_ip is None:
+            return
+        ids = self._clients_by_ip.get(client.registered_ip)
+        if ids is not None:
+            ids.discard(client.client_id)
+            if not ids:
+                del self._clients_by_ip[client.registered_ip]
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         return self._clients.get(client_id)
 
     async def delete_client(self, client_id: str) -> bool:
-        existed = self._clients.pop(client_id, None) is not None
+        client = self._clients.pop(client_id, None)
+        self._unindex_client(client)
         self._revoke_client_grants(client_id, now=None)
-        return existed
+        return client is not None
+
+    async def count_clients_by_ip(self, ip: str, now: float) -> int:
+        return sum(
+            1
+            for client_id in self._clients_by_ip.get(ip, ())
+            if not _expired(self._clients[client_id].expires_at, now)
+        )
 
     async def list_clients(self) -> list[ClientRecord]:
         return sorted(self._clients.values(), key=lambda c: c.client_id)
@@ -326,6 +347,7 @@ class MemoryStorage:
         removed = 0
         for client in [c for c in self._clients.values() if _expired(c.expires_at, now)]:
             del self._clients[client.client_id]
+            self._unindex_client(client)
             removed += 1 + self._revoke_client_grants(client.client_id, now)
         for code_hash in [h for h, c in self._codes.items() if c.expires_at <= now]:
             del self._codes[code_hash]

@@ -6,6 +6,8 @@ Every key starts with the configured ``key_prefix`` followed by one hash tag,
 ``{oauthd}``, so a key reads ``<prefix>{oauthd}:<kind>:<id>``::
 
     client:<client_id>       string  ClientRecord JSON
+    cip:<registered_ip>      zset    client ids registered from that IP, scored by their
+                                     expires_at (+inf: none), for count_clients_by_ip
     cgrants:<client_id>      set     ids of the client's grants (for delete_client)
     code:<code_hash>         hash    rec=CodeRecord JSON, exp, used=<consumed_at>, unonce
     grant:<grant_id>         hash    rec=GrantRecord JSON, exp, cid, ca=<created_at>,
@@ -304,10 +306,50 @@ return {'reused', gid}
 """
 )
 
+# KEYS: client. ARGV: B, client id, record JSON, ttl ('' for none), registered ip ('' for
+# none), index score (expires_at or '+inf'). The per-IP index follows the record: a client
+# re-put with another IP leaves its old IP's index.
+_PUT_CLIENT = """
+local B = ARGV[1]
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, rec = pcall(cjson.decode, old)
+  if ok and type(rec['registered_ip']) == 'string' and rec['registered_ip'] ~= ARGV[5] then
+    redis.call('ZREM', B .. 'cip:' .. rec['registered_ip'], ARGV[2])
+  end
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+end
+if ARGV[5] ~= '' then
+  local ik = B .. 'cip:' .. ARGV[5]
+  local existed = redis.call('EXISTS', ik)
+  redis.call('ZADD', ik, ARGV[6], ARGV[2])
+  if ARGV[4] == '' then
+    redis.call('PERSIST', ik)
+  else
+    local t = redis.call('TTL', ik)
+    if existed == 0 or (t >= 0 and t < tonumber(ARGV[4])) then
+      redis.call('EXPIRE', ik, ARGV[4])
+    end
+  end
+end
+return 1
+"""
+
 # KEYS: client, its grant set. ARGV: B, client id.
 _DELETE_CLIENT = (
     _LIB
     + """
+local raw = redis.call('GET', B .. 'client:' .. ARGV[2])
+if raw then
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and type(rec['registered_ip']) == 'string' then
+    redis.call('ZREM', B .. 'cip:' .. rec['registered_ip'], ARGV[2])
+  end
+end
 local existed = redis.call('DEL', B .. 'client:' .. ARGV[2])
 for _, gid in ipairs(redis.call('SMEMBERS', B .. 'cgrants:' .. ARGV[2])) do
   local g = redis.call('HMGET', B .. 'grant:' .. gid, 'rec', 'ca')
@@ -395,6 +437,8 @@ for _, k in ipairs(KEYS) do
     if kind == 'client' then
       local exp = json_exp(k, 'expires_at')
       if exp and exp <= now then
+        local ip = cjson.decode(redis.call('GET', k))['registered_ip']
+        if type(ip) == 'string' then redis.call('ZREM', B .. 'cip:' .. ip, id) end
         redis.call('DEL', k)
         n = n + 1
         for _, gid in ipairs(redis.call('SMEMBERS', B .. 'cgrants:' .. id)) do
@@ -432,6 +476,10 @@ for _, k in ipairs(KEYS) do
         local tk = B .. 'rt:' .. string.sub(m, 3)
         if string.sub(m, 1, 2) == 'a:' then tk = B .. 'at:' .. string.sub(m, 3) end
         if redis.call('EXISTS', tk) == 0 then redis.call('SREM', k, m) end
+      end
+    elseif kind == 'cip' then
+      for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+        if redis.call('EXISTS', B .. 'client:' .. m) == 0 then redis.call('ZREM', k, m) end
       end
     elseif kind == 'cgrants' then
       for _, gid in ipairs(redis.call('SMEMBERS', k)) do
@@ -514,6 +562,7 @@ class RedisStorage:
         self._create_grant = r.register_script(_CREATE_GRANT)
         self._revoke_grant = r.register_script(_REVOKE_GRANT)
         self._rotate = r.register_script(_ROTATE)
+        self._put_client = r.register_script(_PUT_CLIENT)
         self._delete_client = r.register_script(_DELETE_CLIENT)
         self._delete_access = r.register_script(_DELETE_ACCESS)
         self._update_upstream = r.register_script(_UPDATE_UPSTREAM)
@@ -608,9 +657,16 @@ class RedisStorage:
             # Without a creation time the lifetime is unknown: count from the wall clock.
             issued = client.created_at if client.created_at > 0 else time.time()
             ttl = _ttl(client.expires_at, issued, CLIENT_TTL_MARGIN)
-        key = self._k("client", client.client_id)
-        await self._call(
-            "put_client", lambda: self._redis.set(key, client.model_dump_json(), ex=ttl)
+        args = [
+            self._base,
+            client.client_id,
+            client.model_dump_json(),
+            "" if ttl is None else str(ttl),
+            client.registered_ip or "",
+            "+inf" if client.expires_at is None else _f(client.expires_at),
+        ]
+        await self._script(
+            "put_client", self._put_client, [self._k("client", client.client_id)], args
         )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
@@ -624,6 +680,14 @@ class RedisStorage:
             "delete_client", self._delete_client, keys, [self._base, client_id]
         )
         return bool(int(res))
+
+    async def count_clients_by_ip(self, ip: str, now: float) -> int:
+        key = self._k("cip", ip)
+        # Live: expires_at > now (exclusive lower bound); deletes keep the index exact.
+        res = await self._call(
+            "count_clients_by_ip", lambda: self._redis.zcount(key, f"({_f(now)}", "+inf")
+        )
+        return int(res)
 
     async def list_clients(self) -> list[ClientRecord]:
         found: list[ClientRecord] = []

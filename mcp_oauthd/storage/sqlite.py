@@ -131,6 +131,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             data TEXT NOT NULL
         )""",
     ),
+    # v4: the per-IP registration cap counts live clients by where they registered from.
+    (
+        "ALTER TABLE clients ADD COLUMN registered_ip TEXT",
+        "UPDATE clients SET registered_ip = json_extract(data, '$.registered_ip')",
+        "CREATE INDEX clients_registered_ip ON clients(registered_ip, expires_at)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -325,8 +331,14 @@ class SqliteStorage:
     def _put_client_sync(self, client: ClientRecord) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO clients (client_id, expires_at, data) VALUES (?, ?, ?)",
-                (client.client_id, client.expires_at, client.model_dump_json()),
+                "INSERT OR REPLACE INTO clients (client_id, expires_at, registered_ip, data) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    client.client_id,
+                    client.expires_at,
+                    client.registered_ip,
+                    client.model_dump_json(),
+                ),
             )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
@@ -365,6 +377,18 @@ class SqliteStorage:
 
     async def list_clients(self) -> list[ClientRecord]:
         return await self._run(self._list_clients_sync)
+
+    async def count_clients_by_ip(self, ip: str, now: float) -> int:
+        return await self._run(self._count_clients_by_ip_sync, ip, now)
+
+    def _count_clients_by_ip_sync(self, ip: str, now: float) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM clients WHERE registered_ip = ? "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (ip, now),
+            ).fetchone()
+        return int(row[0])
 
     def _list_clients_sync(self) -> list[ClientRecord]:
         with self._read() as conn:

@@ -305,6 +305,50 @@ class StorageConformance:
         assert await storage.get_refresh_token(r3.token_hash) == r3
         assert await storage.list_grants(client_id=other.client_id) == [g3]
 
+    async def test_count_clients_by_ip_counts_only_live_clients_from_that_ip(
+        self, storage: Storage
+    ) -> None:
+        ip, other_ip = "192.0.2.7", "2001:db8:1:2::/64"
+        for client in (
+            make_client(registered_ip=ip),
+            make_client(registered_ip=ip, expires_at=NOW + DAY),
+            make_client(registered_ip=ip, expires_at=NOW),  # expired at NOW
+            make_client(registered_ip=ip, expires_at=NOW - DAY),
+            make_client(registered_ip=other_ip),
+            make_client(),  # no registered_ip (a static-like record)
+        ):
+            await storage.put_client(client)
+        assert await storage.count_clients_by_ip(ip, NOW) == 2
+        assert await storage.count_clients_by_ip(ip, NOW + 2 * DAY) == 1
+        assert await storage.count_clients_by_ip(ip, NOW - 2 * DAY) == 4
+        assert await storage.count_clients_by_ip(other_ip, NOW) == 1
+        assert await storage.count_clients_by_ip("198.51.100.1", NOW) == 0
+
+    async def test_count_clients_by_ip_follows_deletes_replacements_and_gc(
+        self, storage: Storage
+    ) -> None:
+        ip = "192.0.2.8"
+        kept = make_client(registered_ip=ip)
+        deleted = make_client(registered_ip=ip)
+        moved = make_client(registered_ip=ip)
+        expiring = make_client(registered_ip=ip, expires_at=NOW + HOUR)
+        for client in (kept, deleted, moved, expiring):
+            await storage.put_client(client)
+        assert await storage.count_clients_by_ip(ip, NOW) == 4
+
+        await storage.delete_client(deleted.client_id)
+        await storage.put_client(moved.model_copy(update={"registered_ip": "192.0.2.9"}))
+        assert await storage.count_clients_by_ip(ip, NOW) == 2
+        assert await storage.count_clients_by_ip("192.0.2.9", NOW) == 1
+
+        # Extending a client's expiry (it was used) keeps it counted.
+        await storage.put_client(expiring.model_copy(update={"expires_at": NOW + DAY}))
+        assert await storage.count_clients_by_ip(ip, NOW + 2 * HOUR) == 2
+
+        await storage.gc(NOW + 2 * DAY)
+        assert await storage.get_client(expiring.client_id) is None
+        assert await storage.count_clients_by_ip(ip, NOW) == 1
+
     # ----------------------------------------------------------------- ephemeral
     async def test_ephemeral_data_reads_back_until_it_expires(self, storage: Storage) -> None:
         data = {"state": "xyz", "nested": {"scopes": ["a", "b"], "n": 3, "ok": True}}

@@ -81,7 +81,7 @@ server.listen(port, '127.0.0.1', () => {
     },
     scopes: ['openid', 'offline_access', 'email', 'profile'],
     // PKCE for every client, confidential ones included (OAuth 2.1 §7.5.1); only S256.
-    pkce: { required: () => true },
+    pkce: { methods: ['S256'], required: () => true },
     features: {
       devInteractions: { enabled: true },
       revocation: { enabled: true },

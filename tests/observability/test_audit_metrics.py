@@ -1,0 +1,154 @@
+"""Every audit event is a counter increment, with bounded label values."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mcp_oauthd.observability.instrumented import InstrumentedProvider, InstrumentedStorage
+from mcp_oauthd.observability.metrics import AUDIT_COUNTERS, Metrics
+from mcp_oauthd.providers.base import UpstreamError
+from mcp_oauthd.security.audit import Auditor
+from mcp_oauthd.storage.base import StorageUnavailable
+from mcp_oauthd.storage.memory import MemoryStorage
+from tests.observability.conftest import parse_metrics, value
+
+
+def audited(**kwargs: Any) -> tuple[Auditor, Metrics]:
+    metrics = Metrics(process_metrics=False, **kwargs)
+    auditor = Auditor()
+    auditor.add_listener(metrics.on_audit)
+    return auditor, metrics
+
+
+def samples(metrics: Metrics) -> Any:
+    return parse_metrics(metrics.render())
+
+
+@pytest.mark.parametrize("event", sorted(AUDIT_COUNTERS))
+def test_each_known_audit_event_moves_its_named_counter(event: str) -> None:
+    auditor, metrics = audited()
+    auditor.emit(event, client_id="cli")
+    m = samples(metrics)
+    for rule in AUDIT_COUNTERS[event]:
+        assert value(m, rule.metric + "_total", **dict(rule.fixed)) == 1, rule
+    assert value(m, "oauth_audit_events_total", event=event) == 1
+
+
+def test_an_unknown_event_still_counts_under_its_name() -> None:
+    auditor, metrics = audited()
+    auditor.emit("introspection.refused", client_id="cli")
+    assert value(samples(metrics), "oauth_audit_events_total", event="introspection.refused") == 1
+
+
+def test_rate_limits_are_counted_by_limiter_or_by_endpoint() -> None:
+    auditor, metrics = audited()
+    auditor.emit("rate_limited", limiter="token", ip="192.0.2.1")
+    auditor.emit("rate_limited", endpoint="registration", reason="window", ip="192.0.2.1")
+    m = samples(metrics)
+    assert value(m, "oauth_rate_limited_total", limiter="token") == 1
+    assert value(m, "oauth_rate_limited_total", limiter="registration") == 1
+    assert "192.0.2.1" not in metrics.render()
+
+
+def test_registrations_are_counted_by_kind_type_and_result() -> None:
+    auditor, metrics = audited()
+    auditor.emit("registration", client_id="x1", public=True)
+    auditor.emit("registration", client_id="x1", public=True, deduplicated=True)
+    auditor.emit("registration", client_id="x2", public=False)
+    m = samples(metrics)
+    dynamic = {"client_kind": "dynamic"}
+    assert value(m, "oauth_registrations_total", client_type="public", result="created") == 1
+    assert value(m, "oauth_registrations_total", result="deduplicated", **dynamic) == 1
+    assert value(m, "oauth_registrations_total", client_type="confidential", **dynamic) == 1
+
+
+def test_token_issued_counts_by_grant_type() -> None:
+    auditor, metrics = audited()
+    auditor.emit("token.issued", client_id="cli", grant="code")
+    auditor.emit("token.issued", client_id="cli", grant="token_exchange")
+    m = samples(metrics)
+    assert value(m, "oauth_tokens_issued_total", grant_type="authorization_code") == 1
+    assert value(m, "oauth_tokens_issued_total", grant_type="token_exchange") == 1
+    assert value(m, "oauth_codes_exchanged_total") == 1
+
+
+def test_free_form_label_values_are_short_tokens_and_few() -> None:
+    auditor, metrics = audited()
+    auditor.emit("grant.revoked", reason="the IdP said no, for user alice@example.com")
+    for i in range(100):
+        auditor.emit("grant.revoked", reason=f"reason_{i}")
+    m = samples(metrics)
+    reasons = {
+        dict(labels)["reason"] for (name, labels) in m if name == "oauth_grants_revoked_total"
+    }
+    assert "other" in reasons
+    assert len(reasons) <= 33
+    assert "alice" not in metrics.render()
+    assert value(m, "oauth_grants_revoked_total") == 101
+
+
+def test_a_failing_listener_never_breaks_the_audited_operation() -> None:
+    auditor = Auditor()
+
+    def broken(event: str, record: object) -> None:
+        raise RuntimeError("metrics backend on fire")
+
+    seen: list[str] = []
+    auditor.add_listener(broken)
+    auditor.add_listener(lambda event, record: seen.append(event))
+    auditor.emit("token.issued", client_id="cli")
+    assert seen == ["token.issued"]
+    assert auditor.find("token.issued")
+
+
+def test_listeners_never_see_a_dropped_credential_field() -> None:
+    records: list[dict[str, object]] = []
+    auditor = Auditor()
+    auditor.add_listener(lambda event, record: records.append(dict(record)))
+    auditor.emit("token.issued", client_id="cli", access_token="mcpat_SECRET")
+    assert "access_token" not in records[0]
+    assert "SECRET" not in str(records)
+
+
+async def test_storage_failures_are_counted_by_result() -> None:
+    class Flaky(MemoryStorage):
+        async def ping(self) -> None:
+            raise StorageUnavailable("down")
+
+    metrics = Metrics(process_metrics=False)
+    storage: Any = InstrumentedStorage(Flaky(), metrics, None)
+    with pytest.raises(StorageUnavailable):
+        await storage.ping()
+    await storage.get_client("nobody")
+    m = samples(metrics)
+    assert value(m, "storage_operations_total", operation="ping", result="unavailable") == 1
+    assert value(m, "storage_operations_total", operation="get_client", result="ok") == 1
+    assert value(m, "storage_operation_duration_seconds_count", backend="memory") == 2
+
+
+async def test_provider_failures_are_counted_by_error_kind() -> None:
+    class Down:
+        name = "oidc"
+
+        async def refresh(self, tokens: object) -> object:
+            await asyncio.sleep(0)
+            raise UpstreamError("unavailable", "idp: token endpoint unreachable")
+
+    metrics = Metrics(process_metrics=False)
+    provider: Any = InstrumentedProvider(Down(), metrics, None)  # type: ignore[arg-type]
+    with pytest.raises(UpstreamError):
+        await provider.refresh(object())
+    m = samples(metrics)
+    labels = {"provider": "oidc", "operation": "refresh"}
+    assert value(m, "provider_requests_total", result="unavailable", **labels) == 1
+    assert value(m, "provider_errors_total", kind="unavailable", **labels) == 1
+
+
+def test_two_apps_in_one_process_keep_separate_registries() -> None:
+    first, second = Metrics(), Metrics()
+    first.http_in_flight.inc()
+    assert value(samples(first), "oauth_http_requests_in_flight") == 1
+    assert value(samples(second), "oauth_http_requests_in_flight") == 0
