@@ -710,6 +710,17 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if isinstance(self.storage, RedisStorageConfig) and (
+            not self.security.encryption_keys or self.security.cookie_secret is None
+        ):
+            # Replicas must share these, and keeping generated keys in the same Redis as the
+            # data they protect would make the encryption pointless.
+            raise ValueError(
+                "security: redis storage needs security.encryption_keys and "
+                "security.cookie_secret from config (every replica must use the same keys); "
+                "generate them with `python -c 'import secrets,base64;"
+                "print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())'`"
+            )
         if self.server.workers > 1 and isinstance(self.storage, MemoryStorageConfig):
             raise ValueError(
                 "server.workers > 1 needs shared storage: memory storage lives in one process; "

@@ -8,10 +8,6 @@ runs a private ``redis-server`` on a free port and kills it.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -31,6 +27,7 @@ from mcp_oauthd.storage.base import (
     StorageUnavailable,
 )
 from mcp_oauthd.storage.redis import HASH_TAG, RedisStorage
+from mcp_oauthd.testing.redis_server import PrivateRedis, free_port, redis_answers
 from mcp_oauthd.testing.storage_conformance import (
     DAY,
     NOW,
@@ -48,17 +45,8 @@ from mcp_oauthd.testing.storage_conformance import (
 URL = "redis://127.0.0.1:6379/0"
 
 
-def _redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 pytestmark = pytest.mark.skipif(
-    not _redis_answers(), reason="no Redis answers at 127.0.0.1:6379 (start one to run these)"
+    not redis_answers(), reason="no Redis answers at 127.0.0.1:6379 (start one to run these)"
 )
 
 
@@ -377,49 +365,21 @@ async def test_fifty_concurrent_revocations_and_one_creation_leave_nothing_live(
 
 
 # --------------------------------------------------------------------------- outage
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_redis(port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not _redis_answers(port=port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the private redis-server did not start")
-        time.sleep(0.02)
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
-def private_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
-    port = _free_port()
-    procs = [_start_redis(port)]
-    yield port, procs
-    for proc in procs:
-        _stop(proc)
+def private_redis() -> Iterator[PrivateRedis]:
+    try:
+        server = PrivateRedis()
+    except FileNotFoundError:
+        pytest.skip("redis-server is not installed")
+    server.start()
+    yield server
+    server.stop()
 
 
 async def test_an_outage_raises_storage_unavailable_and_the_same_object_recovers(
-    private_redis: tuple[int, list[subprocess.Popen[bytes]]],
+    private_redis: PrivateRedis,
 ) -> None:
-    port, procs = private_redis
+    port = private_redis.port
     url = f"redis://:hunter2-secret@127.0.0.1:{port}/0"
     # The private server has no password; redis-py 8 sends AUTH, so use a password-less
     # URL for the real connection and check the message scrubbing separately below.
@@ -431,7 +391,7 @@ async def test_an_outage_raises_storage_unavailable_and_the_same_object_recovers
         await storage.put_code(code)
         assert await storage.get_access_token(access.token_hash) == access
 
-        _stop(procs[0])
+        private_redis.stop()
 
         with pytest.raises(StorageUnavailable) as info:
             await storage.get_access_token(access.token_hash)
@@ -445,7 +405,7 @@ async def test_an_outage_raises_storage_unavailable_and_the_same_object_recovers
         with pytest.raises(StorageUnavailable):
             await storage.ping()
 
-        procs.append(_start_redis(port))  # same port, empty data set, no scripts loaded
+        private_redis.start()  # same port, empty data set, no scripts loaded
 
         await storage.ping()
         assert await storage.get_access_token(access.token_hash) is None  # data was lost
@@ -458,7 +418,7 @@ async def test_an_outage_raises_storage_unavailable_and_the_same_object_recovers
     finally:
         await storage.close()
 
-    dead = make_storage("oauthd:", url=url.replace(str(port), str(_free_port())))
+    dead = make_storage("oauthd:", url=url.replace(str(port), str(free_port())))
     try:
         with pytest.raises(StorageUnavailable) as info:
             await dead.get_access_token("a-token-hash")
@@ -470,7 +430,7 @@ async def test_an_outage_raises_storage_unavailable_and_the_same_object_recovers
 
 
 async def test_open_and_ping_raise_storage_unavailable_when_nothing_listens() -> None:
-    storage = make_storage("oauthd:", url=f"redis://127.0.0.1:{_free_port()}/0")
+    storage = make_storage("oauthd:", url=f"redis://127.0.0.1:{free_port()}/0")
     try:
         with pytest.raises(StorageUnavailable):
             await storage.open()
