@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from mcp_oauthd.clock import Clock, SystemClock
 from mcp_oauthd.config.models import Config
-from mcp_oauthd.http import api, browser, discovery, keys, registration, resource
+from mcp_oauthd.http import api, browser, discovery, keys, openapi, registration, resource
 from mcp_oauthd.http.cookies import BrowserCookies
+from mcp_oauthd.http.cors import setup_cors
 from mcp_oauthd.http.middleware import (
     error_middleware,
     request_id_middleware,
@@ -167,6 +168,7 @@ def create_app(
     browser.add_routes(app, prefix)
     api.add_routes(app, prefix)
     resource.add_routes(app, prefix, IntrospectionService(services))
+    openapi.add_routes(app, config)
     static_dir = Path(__file__).parent / "http" / "static"
     app.router.add_static(prefix + STATIC_PATH, static_dir, append_version=False)
     if metrics is not None:
@@ -181,6 +183,14 @@ def create_app(
                 ("signing", "cookie"): lambda: 1,
             },
         )
+        if services.signing_keys is not None:
+            manager = services.signing_keys
+
+            def jwt_keys() -> int:  # current, next and retired-but-published keys
+                states = manager.states()
+                return 0 if states is None else 1 + len(states.following) + len(states.previous)
+
+            metrics.add_key_source("signing", "jwt", jwt_keys)
         if obs.metrics.port is None:
             app.router.add_get(METRICS_PATH, metrics.handler)
     if tracing is not None:
@@ -254,4 +264,6 @@ def create_app(
             await asyncio.to_thread(traces.shutdown)
 
         app.cleanup_ctx.append(tracing_ctx)
+    # Last: CORS picks routes by path prefix, so it must see every route (http/cors.py).
+    setup_cors(app, config)
     return app

@@ -51,7 +51,7 @@ async def serve(
     from mcp_oauthd.app import create_app
 
     started = time.perf_counter()
-    app = create_app(config, auditor=auditor, run_gc=worker == 0)
+    app = create_app(config, auditor=auditor, run_gc=worker == 0, worker=worker)
     runner = web.AppRunner(
         app,
         handle_signals=False,

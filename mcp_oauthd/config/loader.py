@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mcp_oauthd import plugins
 from mcp_oauthd.config.models import (
     Config,
     GithubProviderConfig,
@@ -35,6 +36,7 @@ from mcp_oauthd.config.models import (
     LocalProviderConfig,
     MemoryStorageConfig,
     OidcProviderConfig,
+    PluginConfig,
     is_loopback_host,
 )
 
@@ -230,6 +232,8 @@ def _humanize_loc(loc: tuple[int | str, ...]) -> tuple[list[str | int], type[Bas
         variants = _union_models(current)
         if variants:
             match = next((m for m in variants if _tag_of(m) == item), None)
+            if match is None and PluginConfig in variants and isinstance(item, str):
+                match = _plugin_model(parts, item)
             if match is not None:  # a discriminator tag, not a key
                 current = match
                 continue
@@ -248,6 +252,16 @@ def _humanize_loc(loc: tuple[int | str, ...]) -> tuple[list[str | int], type[Bas
             current = None
         parts.append(item)
     return parts, owner
+
+
+def _plugin_model(parts: list[str | int], tag: str) -> type[BaseModel] | None:
+    """The config model of plugin type ``tag`` at ``provider`` / ``storage`` (errors of a
+    plugin section are located under its type, like a built-in variant's)."""
+    if parts == ["provider"]:
+        return getattr(plugins.providers.loaded(tag), "config_model", None)
+    if parts == ["storage"]:
+        return getattr(plugins.storage.loaded(tag), "config_model", None)
+    return None
 
 
 _HINTS: dict[str, str] = {
@@ -318,6 +332,11 @@ def _convert_error(error: Mapping[str, Any]) -> Problem:
 
     if kind == "missing":
         return Problem(_dotted(parts), "required key is missing", "add it")
+
+    if kind in ("plugin_unknown_type", "plugin_load_failed"):
+        # Raised by mcp_oauthd.plugins: the message names the type (and the failed
+        # plugin), the hint lists what is installed.
+        return Problem(_dotted(parts), msg, str(ctx.get("hint") or DOCS_HINT))
 
     if kind in ("value_error", "assertion_error"):
         text = re.sub(r"^(Value|Assertion) error,\s*", "", msg)
@@ -559,6 +578,51 @@ def check_warnings(config: Config) -> list[ConfigWarning]:
                     )
                 )
     out.extend(_observability_warnings(config))
+    out.extend(_client_warnings(config))
+    out.extend(_cors_warnings(config))
+    return out
+
+
+def _cors_warnings(config: Config) -> list[ConfigWarning]:
+    """A CORS wildcard: any web page may call the token and registration endpoints."""
+    if "*" not in config.cors.allowed_origins:
+        return []
+    return [
+        ConfigWarning(
+            "cors.allowed_origins",
+            "CORS allows any origin: every web page can call the token, registration and "
+            "revocation endpoints from its visitors' browsers",
+            "list the origins of your browser-based clients instead of '*'",
+        )
+    ]
+
+
+def _client_warnings(config: Config) -> list[ConfigWarning]:
+    """Weakened client registration and metadata-document settings."""
+    out: list[ConfigWarning] = []
+    if config.cimd.enabled and config.cimd.allow_loopback_for_tests:
+        out.append(
+            ConfigWarning(
+                "cimd.allow_loopback_for_tests",
+                "test-only setting: client metadata documents may be fetched from loopback "
+                "addresses, which weakens the SSRF guard",
+                "remove it outside tests",
+            )
+        )
+    registration = config.registration
+    if (
+        registration.policy == "open"
+        and registration.max_clients_per_ip == 0
+        and registration.max_per_window == 0
+    ):
+        out.append(
+            ConfigWarning(
+                "registration",
+                "open registration without a per-IP cap or registration window: one address "
+                "can register clients without bound",
+                "set registration.max_clients_per_ip and registration.max_per_window",
+            )
+        )
     return out
 
 

@@ -22,7 +22,9 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -122,6 +124,21 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PluginConfig(Model):
+    """The base of a plugin's ``provider:`` or ``storage:`` section (see
+    docs/extending.md). A plugin subclasses it with ``type: Literal["<its type>"]`` and its
+    own fields; the section is validated against that subclass, found through the plugin's
+    entry point, so it forbids unknown keys and is frozen like every built-in section."""
+
+    # The default is a placeholder and never validates anything (a section is validated
+    # against its plugin's own subclass); the configuration reference shows it as the tag.
+    type: str = Field(
+        "<plugin>",
+        description="Any other type a plugin registers (`mcp-oauthd plugins` lists what is "
+        "installed); the other keys are the plugin's own (see docs/extending.md).",
+    )
+
+
 # --------------------------------------------------------------------------- server
 class ServerConfig(Model):
     host: str = Field("127.0.0.1", description="Address to listen on.")
@@ -167,9 +184,8 @@ class RedisStorageConfig(Model):
     key_prefix: str = Field("mcp-oauthd:", description="Prefix of every key.")
 
 
-StorageConfig = Annotated[
-    MemoryStorageConfig | SqliteStorageConfig | RedisStorageConfig, Field(discriminator="type")
-]
+BuiltinStorageConfig = MemoryStorageConfig | SqliteStorageConfig | RedisStorageConfig
+StorageConfig = Annotated[BuiltinStorageConfig, Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- providers
@@ -229,10 +245,41 @@ class GithubProviderConfig(Model):
     )
 
 
-ProviderConfig = Annotated[
-    LocalProviderConfig | OidcProviderConfig | GoogleProviderConfig | GithubProviderConfig,
-    Field(discriminator="type"),
-]
+BuiltinProviderConfig = (
+    LocalProviderConfig | OidcProviderConfig | GoogleProviderConfig | GithubProviderConfig
+)
+ProviderConfig = Annotated[BuiltinProviderConfig, Field(discriminator="type")]
+
+_BUILTIN_SECTIONS: dict[str, TypeAdapter[Any]] = {
+    "provider": TypeAdapter(ProviderConfig),
+    "storage": TypeAdapter(StorageConfig),
+}
+
+
+def _pluggable_section(
+    kind: Literal["provider", "storage"],
+    value: Any,
+    handler: ValidatorFunctionWrapHandler,
+    info: ValidationInfo,
+) -> Any:
+    """Validate a ``provider:`` / ``storage:`` section: built-in types against their
+    discriminated union (errors located as ``provider.<field>``), any other type against
+    the config model of the plugin registering it (``mcp_oauthd.plugins``)."""
+    if isinstance(value, BaseModel):  # an already-validated section (built in or plugin)
+        return handler(value)
+    builtin = _BUILTIN_SECTIONS[kind]
+    tag = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(tag, str) or tag in _builtin_tags(kind):
+        return builtin.validate_python(value, context=info.context)
+    # Imported here: the plugin registry imports the built-in descriptors, which import us.
+    from mcp_oauthd import plugins
+
+    return plugins.validate_config(kind, value, context=info.context)
+
+
+def _builtin_tags(kind: str) -> frozenset[str]:
+    union = BuiltinProviderConfig if kind == "provider" else BuiltinStorageConfig
+    return frozenset(m.model_fields["type"].default for m in union.__args__)
 
 
 # --------------------------------------------------------------------------- resources
@@ -608,6 +655,50 @@ class ProxyConfig(Model):
         return value
 
 
+_ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
+
+
+class CorsConfig(Model):
+    """CORS for browser-based MCP clients (MCP Inspector, web apps): discovery, token,
+    registration, revocation and JWKS only; never the login, consent or authorize pages,
+    never introspection (server to server). Off until origins are listed."""
+
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`scheme://host[:port]`, no path) whose scripts may call "
+        "the JSON endpoints, e.g. `http://localhost:6274` for MCP Inspector. `*`: any "
+        "origin (needs `allow_wildcard: true`).",
+    )
+    allow_wildcard: bool = Field(
+        False,
+        description="Confirm `*` in `allowed_origins` (any web page may then read the "
+        "responses of these endpoints; check-config warns).",
+    )
+    max_age: Duration = Field(
+        600, ge=0, le=86400, description="How long browsers may cache a preflight answer."
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port] with no path "
+                    "or trailing slash, e.g. http://localhost:6274"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _wildcard_confirmed(self) -> CorsConfig:
+        if "*" in self.allowed_origins and not self.allow_wildcard:
+            raise ValueError(
+                "cors.allowed_origins: '*' lets any web page call the token endpoint; list "
+                "the origins instead, or set cors.allow_wildcard: true to confirm"
+            )
+        return self
+
+
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -670,9 +761,7 @@ class TracingConfig(Model):
 
 
 class ObservabilityConfig(Model):
-    metrics: MetricsConfig = Field(
-        default_factory=MetricsConfig, description="Prometheus metrics."
-    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
     tracing: TracingConfig = Field(
         default_factory=TracingConfig, description="OpenTelemetry traces."
     )
@@ -684,8 +773,8 @@ class Config(Model):
         description="This server's issuer URL, used byte-for-byte everywhere."
     )
     server: ServerConfig = Field(default_factory=ServerConfig)
-    storage: StorageConfig = Field(default_factory=SqliteStorageConfig)
-    provider: ProviderConfig = Field(default_factory=LocalProviderConfig)
+    storage: BuiltinStorageConfig | PluginConfig = Field(default_factory=SqliteStorageConfig)
+    provider: BuiltinProviderConfig | PluginConfig = Field(default_factory=LocalProviderConfig)
     resources: list[ResourceConfig] = Field(min_length=1)
     clients: list[StaticClientConfig] = Field(default_factory=list)
     registration: RegistrationConfig = Field(
@@ -702,11 +791,29 @@ class Config(Model):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    cors: CorsConfig = Field(
+        default_factory=CorsConfig,
+        description="CORS for browser-based clients on the JSON endpoints (off by default).",
+    )
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(
         default_factory=ObservabilityConfig,
         description="Prometheus metrics and OpenTelemetry traces.",
     )
+
+    @field_validator("provider", mode="wrap")
+    @classmethod
+    def _provider_type(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        return _pluggable_section("provider", value, handler, info)
+
+    @field_validator("storage", mode="wrap")
+    @classmethod
+    def _storage_type(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        return _pluggable_section("storage", value, handler, info)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

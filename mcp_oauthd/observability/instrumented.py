@@ -129,6 +129,7 @@ class InstrumentedStorage(_Proxy):
         backend: str = object.__getattribute__(self, "_backend")
         span_name = f"storage.{name}"
         attributes = {"db.system.name": backend, "db.operation.name": name}
+        observe = metrics.storage_observer(backend, name) if metrics is not None else None
 
         @functools.wraps(method)
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -154,10 +155,8 @@ class InstrumentedStorage(_Proxy):
                             current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                     raise
                 finally:
-                    if metrics is not None:
-                        metrics.observe_storage(
-                            backend, name, result, time.perf_counter() - started
-                        )
+                    if observe is not None:
+                        observe(result, time.perf_counter() - started)
 
         return call
 

@@ -10,6 +10,17 @@ The daemon drives every provider through the same two steps, so one flow serves 
 
 ``refresh(...)`` renews the upstream token set; a dead upstream grant raises
 ``UpstreamError`` with ``kind="invalid_grant"`` so the daemon revokes its own grant.
+
+A provider is built once per daemon by the factory of its plugin descriptor
+(``mcp_oauthd.plugins.ProviderPlugin``; the built-ins register the same way) and is
+shared by every request: its methods run concurrently and must not keep per-login
+state on ``self``. What a login needs between ``authorization_url`` and ``exchange``
+lives upstream or in the storage's ephemeral records (``put_ephemeral`` /
+``take_ephemeral``), so several replicas can serve one login. The only exception a
+provider raises on purpose is ``UpstreamError``; anything else is a bug and becomes a
+``server_error``. Time comes from the injected clock, never the wall clock.
+``mcp_oauthd.testing.provider_contract.ProviderContract`` checks these rules; see
+docs/extending.md.
 """
 
 from __future__ import annotations
@@ -38,7 +49,9 @@ class UpstreamError(Exception):
 
 
 class Identity(BaseModel):
-    """Who logged in, as the upstream vouches for it."""
+    """Who logged in, as the upstream vouches for it. Everything here may reach MCP
+    servers (introspection, ``/auth/verify`` headers) and the access policy; report only
+    what the upstream verified (``email_verified`` false when unsure)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -66,19 +79,34 @@ class UpstreamTokens(BaseModel):
 
 @runtime_checkable
 class Provider(Protocol):
-    name: str  # the config ``type``: "local", "oidc", "google", "github", ...
+    """What every identity provider implements, built in or plugged in."""
+
+    name: str  # the config ``type``: "local", "oidc", "google", "github", ...; must equal it
 
     async def start(self) -> None:
-        """Load what the provider needs before serving (OIDC discovery, JWKS). May raise
-        ``UpstreamError`` if the upstream is unreachable; the daemon then retries lazily."""
+        """Load what the provider needs before serving (OIDC discovery, JWKS). Called once,
+        at start-up, before any other call. May raise ``UpstreamError`` if the upstream is
+        unreachable: the daemon logs it and serves anyway, so a provider must then load
+        what it needs on first use instead."""
 
     async def close(self) -> None:
-        """Release HTTP sessions."""
+        """Release HTTP sessions and other resources. Called once, at shutdown; must not
+        raise."""
 
     async def authorization_url(
         self, *, redirect_uri: str, state: str, code_challenge: str, nonce: str
     ) -> str:
-        """The upstream authorization URL (built with a URL builder, never formatting)."""
+        """Where to send the browser to log in upstream: an absolute URL, built with a URL
+        builder (never string formatting), that leads the browser back to
+        ``redirect_uri`` (our ``/oauth/callback``) with ``code`` and the very ``state``
+        given here (RFC 6749 §4.1.2).
+
+        ``state`` is ours: random, single-use, bound to the browser. Send it upstream
+        unchanged. Send ``code_challenge`` (S256, RFC 7636 §4.3) and, for OIDC, ``nonce``
+        when the upstream supports them. Never put anything of the MCP client's request
+        (its ``state``, PKCE, ``resource``, redirect URI) into the URL. May raise
+        ``UpstreamError`` (e.g. ``unavailable`` when discovery fails): the client then
+        gets the matching OAuth error."""
 
     async def exchange(
         self,
@@ -89,11 +117,25 @@ class Provider(Protocol):
         nonce: str,
         state: str | None = None,
     ) -> tuple[Identity, UpstreamTokens]:
-        """Redeem the upstream code; verify the ID token (signature, iss, aud, azp,
-        nonce, exp/iat with clock skew) where there is one. ``state`` is our upstream state
-        the code came back with, for providers that bind codes to it (``local``).
-        Raises ``UpstreamError``."""
+        """Redeem the upstream ``code`` the callback received and say who logged in.
+
+        Send ``redirect_uri`` and ``code_verifier`` with the redemption when the upstream
+        uses them; verify the ID token (signature, iss, aud, azp, nonce, exp/iat with clock
+        skew) where there is one. ``state`` is our upstream state the code came back
+        with, for providers that bind codes to it (``local``).
+
+        Returns an ``Identity`` whose ``subject`` is stable and provider-scoped
+        (``"<type>:<upstream id>"``, never an e-mail address, which can change hands) and
+        the upstream token set. A code works at most once: redeeming it again, or an
+        unknown or expired code, raises ``UpstreamError("invalid_grant")``. A refusal
+        raises ``access_denied``, network trouble ``unavailable``, anything else
+        ``server_error``. No message ever contains the code or a token."""
 
     async def refresh(self, tokens: UpstreamTokens) -> UpstreamTokens:
-        """Renew the upstream token set. Raises ``UpstreamError("invalid_grant")`` when the
-        upstream grant is gone, ``UpstreamError("unavailable")`` on network trouble."""
+        """Renew the upstream token set; called when it is near expiry and its grant is
+        used. Returns the new set (keep ``refresh_token`` if the upstream sent no new one),
+        or ``tokens`` unchanged when there is nothing to renew.
+
+        Raises ``UpstreamError("invalid_grant")`` when the upstream grant is gone (the
+        daemon then revokes its own grant), ``UpstreamError("unavailable")`` on network
+        trouble (the client may retry), ``server_error`` otherwise."""

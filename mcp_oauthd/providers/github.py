@@ -16,6 +16,7 @@ from yarl import URL
 
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.config.models import GithubProviderConfig
+from mcp_oauthd.plugins import ProviderPlugin
 from mcp_oauthd.providers._http import HttpClient, SessionFactory, check_upstream_url
 from mcp_oauthd.providers.base import Identity, UpstreamError, UpstreamTokens
 from mcp_oauthd.providers.oidc import expires_at_from, token_error
@@ -195,3 +196,18 @@ class GithubProvider:
             what="token endpoint (refresh)",
         )
         return self._tokens(answer, tokens)
+
+
+def _build(
+    config: GithubProviderConfig,
+    *,
+    issuer: str,
+    storage: object,
+    clock: Clock,
+    session_factory: SessionFactory | None = None,
+) -> GithubProvider:
+    return GithubProvider(config, clock, session_factory)
+
+
+# Registered as the ``github`` entry point of ``mcp_oauthd.providers`` (pyproject.toml).
+PLUGIN = ProviderPlugin(name="github", config_model=GithubProviderConfig, factory=_build)

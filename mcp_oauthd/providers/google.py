@@ -15,6 +15,7 @@ from typing import Any
 
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.config.models import GoogleProviderConfig, OidcProviderConfig
+from mcp_oauthd.plugins import ProviderPlugin
 from mcp_oauthd.providers._http import SessionFactory
 from mcp_oauthd.providers.base import UpstreamError
 from mcp_oauthd.providers.oidc import OidcProvider
@@ -64,3 +65,18 @@ class GoogleProvider(OidcProvider):
             )
         if not isinstance(claims.get("email"), str) or claims.get("email_verified") is not True:
             raise UpstreamError("access_denied", "google: the account has no verified email")
+
+
+def _build(
+    config: GoogleProviderConfig,
+    *,
+    issuer: str,
+    storage: object,
+    clock: Clock,
+    session_factory: SessionFactory | None = None,
+) -> GoogleProvider:
+    return GoogleProvider(config, clock, session_factory)
+
+
+# Registered as the ``google`` entry point of ``mcp_oauthd.providers`` (pyproject.toml).
+PLUGIN = ProviderPlugin(name="google", config_model=GoogleProviderConfig, factory=_build)

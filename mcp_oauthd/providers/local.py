@@ -26,6 +26,7 @@ from yarl import URL
 
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.config.models import LocalProviderConfig, LocalUser
+from mcp_oauthd.plugins import ProviderPlugin
 from mcp_oauthd.providers.base import Identity, UpstreamError, UpstreamTokens
 from mcp_oauthd.storage.base import Storage
 
@@ -131,3 +132,13 @@ class LocalProvider:
 
     async def refresh(self, tokens: UpstreamTokens) -> UpstreamTokens:
         return tokens
+
+
+def _build(
+    config: LocalProviderConfig, *, issuer: str, storage: Storage, clock: Clock
+) -> LocalProvider:
+    return LocalProvider(config, issuer, storage, clock)
+
+
+# Registered as the ``local`` entry point of ``mcp_oauthd.providers`` (pyproject.toml).
+PLUGIN = ProviderPlugin(name="local", config_model=LocalProviderConfig, factory=_build)

@@ -33,6 +33,7 @@ from yarl import URL
 
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.config.models import OidcProviderConfig
+from mcp_oauthd.plugins import ProviderPlugin
 from mcp_oauthd.providers._http import (
     HttpClient,
     SessionFactory,
@@ -533,3 +534,18 @@ class OidcProvider:
             scope=scope if isinstance(scope, str) else tokens.scope,
             id_token=id_token,
         )
+
+
+def _build(
+    config: OidcProviderConfig,
+    *,
+    issuer: str,
+    storage: object,
+    clock: Clock,
+    session_factory: SessionFactory | None = None,
+) -> OidcProvider:
+    return OidcProvider(config, clock, session_factory)
+
+
+# Registered as the ``oidc`` entry point of ``mcp_oauthd.providers`` (pyproject.toml).
+PLUGIN = ProviderPlugin(name="oidc", config_model=OidcProviderConfig, factory=_build)

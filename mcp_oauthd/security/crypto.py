@@ -43,7 +43,11 @@ def random_token(nbytes: int = 32) -> str:
 
 
 def constant_time_equals(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+    # compare_digest returns early when the lengths differ, which tells an attacker the
+    # length of a configured secret; comparing fixed-size digests hides it too.
+    return hmac.compare_digest(
+        hashlib.sha256(a.encode("utf-8")).digest(), hashlib.sha256(b.encode("utf-8")).digest()
+    )
 
 
 class KeyRing:

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -155,11 +155,16 @@ def build_rate_limiter(config: Config) -> RateLimiter:
     if not config.rate_limits.enabled:
         return NoRateLimiter()
     if isinstance(config.storage, RedisStorageConfig):
-        client: Redis = Redis.from_url(
+        # A blocking pool: with more requests in flight than connections, a request
+        # waits (up to ``timeout``) for a free connection instead of failing with
+        # "Too many connections", which would surface as a 503 under load.
+        pool = BlockingConnectionPool.from_url(
             config.storage.url.get_secret_value(),
             socket_connect_timeout=2,
             socket_timeout=2,
             max_connections=32,
+            timeout=2,
         )
+        client: Redis = Redis.from_pool(pool)
         return RedisRateLimiter(client, config.storage.key_prefix)
     return MemoryRateLimiter(config.rate_limits.max_keys)

@@ -36,24 +36,27 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from mcp_oauthd import __version__
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.config.models import CimdConfig
-from mcp_oauthd.oauth.errors import InvalidClientMetadata, InvalidRedirectUri, OAuthError
+from mcp_oauthd.oauth.errors import (
+    InvalidClientMetadata,
+    InvalidRedirectUri,
+    OAuthError,
+    TemporarilyUnavailable,
+)
 from mcp_oauthd.oauth.redirects import RedirectPolicy
 from mcp_oauthd.oauth.registration import parse_client_metadata
 from mcp_oauthd.security.audit import Auditor
 from mcp_oauthd.storage.base import ClientKind, ClientRecord
-
-log = structlog.get_logger("mcp_oauthd.cimd")
 
 MAX_URL_LENGTH = 512
 USER_AGENT = f"mcp-oauthd/{__version__} (client metadata fetcher)"
@@ -184,7 +187,7 @@ def validate_client_id_url(url: str) -> str:
     """The host of a client id URL, or ``CimdError`` (CIMD §3: https, with a path)."""
     if len(url) > MAX_URL_LENGTH:
         raise CimdError(f"a client id URL must be at most {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url) or "\\" in url:
+    if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 for ch in url) or "\\" in url:
         raise CimdError("the client id URL contains invalid characters")
     try:
         parts = urlsplit(url)
@@ -299,7 +302,14 @@ class CimdFetcher:
                 connector=connector,
                 trust_env=False,  # never an environment proxy: it would do the connecting
                 cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                # No decompression: a small compressed body could inflate far past the cap
+                # before it is read; we ask for identity and refuse anything else.
+                auto_decompress=False,
+                headers={
+                    "User-Agent": USER_AGENT,
+                    "Accept": "application/json",
+                    "Accept-Encoding": "identity",
+                },
             )
         return self._session
 
@@ -311,9 +321,6 @@ class CimdFetcher:
             self._session = None
 
     # ------------------------------------------------------------------ public API
-    def enabled_for(self, client_id: str) -> bool:
-        return client_id.startswith("https://")
-
     async def get(self, client_id: str) -> ClientRecord:
         """The client a metadata document describes; ``CimdError`` when it cannot be used."""
         host = validate_client_id_url(client_id)
@@ -328,12 +335,22 @@ class CimdFetcher:
             return self._unwrap(entry)
         task = self._inflight.get(client_id)
         if task is None:
+            if len(self._inflight) >= 4 * self.config.max_concurrent_fetches:
+                # Distinct URLs queue at most this deep; a flood of them is not remembered.
+                raise TemporarilyUnavailable(
+                    "too many client metadata documents are being fetched; try again",
+                    retry_after=2,
+                )
             task = asyncio.create_task(self._load(client_id, host))
             self._inflight[client_id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(client_id, None))
+            task.add_done_callback(partial(self._forget, client_id))
         # Shielded: a caller that gives up (client disconnect) does not cancel the fetch
         # the other callers wait for.
         return self._unwrap(await asyncio.shield(task))
+
+    def _forget(self, url: str, task: asyncio.Task[_Entry]) -> None:
+        if self._inflight.get(url) is task:
+            del self._inflight[url]
 
     @staticmethod
     def _unwrap(entry: _Entry) -> ClientRecord:
@@ -356,7 +373,8 @@ class CimdFetcher:
                 self._auditor.emit("cimd.refused", client_id=url, host=host, reason=exc.description)
             entry = _Entry(self._clock.now() + self.config.error_cache_ttl, error=exc)
         else:
-            log.info("client metadata document fetched", host=host, cache_ttl=ttl)
+            if self._auditor is not None:
+                self._auditor.emit("cimd.fetched", client_id=url, host=host, cache_ttl=ttl)
             entry = _Entry(self._clock.now() + ttl, client=client)
         self._remember(url, entry)
         return entry
@@ -397,6 +415,8 @@ class CimdFetcher:
                 raise CimdError(
                     f"the client metadata document could not be fetched (HTTP {resp.status})"
                 )
+            if resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+                raise CimdError("the client metadata document must not be compressed")
             content_type = resp.content_type.lower()
             if content_type != "application/json" and not content_type.endswith("+json"):
                 raise CimdError("the client metadata document is not JSON (wrong content type)")

@@ -23,6 +23,7 @@ from mcp_oauthd.oauth.errors import (
     InvalidTarget,
     UnauthorizedClient,
 )
+from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.service.context import Services
 from mcp_oauthd.service.introspect import BASIC_CHALLENGE, ResourceServers, find_access_token
 from mcp_oauthd.service.upstream import SIGN_IN_AGAIN, upstream_tokens
@@ -38,6 +39,7 @@ class TokenExchangeService:
         self.s = services
         self.resource_servers = ResourceServers(services.config)
 
+    @traced("token.token_exchange")
     async def exchange(self, form: Mapping[str, str], creds: ClientCredentials) -> dict[str, Any]:
         try:
             resource = self.resource_servers.authenticate(creds)

@@ -41,6 +41,7 @@ from mcp_oauthd.oauth.errors import (
     ServerError,
 )
 from mcp_oauthd.oauth.tokens import ACCESS_PREFIX, token_hash
+from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.security.crypto import constant_time_equals
 from mcp_oauthd.service.context import Services
 from mcp_oauthd.service.jwt import is_jwt_shaped
@@ -182,14 +183,20 @@ class IntrospectionService:
         self.resource_servers = ResourceServers(services.config)
 
     def _resource(self, uri: str | None) -> ResourceConfig:
+        resources = self.s.config.resources
         if not uri:
-            return self.s.config.default_resource
-        for resource in self.s.config.resources:
+            if len(resources) == 1:
+                return resources[0]
+            # With several MCP servers a forgotten X-Auth-Resource must not silently check
+            # tokens against the default one (a token for it would pass everywhere).
+            raise ServerError("X-Auth-Resource is required: several resources are configured")
+        for resource in resources:
             if _same_resource(resource.uri, uri):
                 return resource
         raise ServerError("X-Auth-Resource names no configured resource")
 
     # ------------------------------------------------------------------ RFC 7662
+    @traced("introspect")
     async def introspect(
         self, form: Mapping[str, str], authorization: str | None
     ) -> dict[str, Any]:
@@ -228,6 +235,7 @@ class IntrospectionService:
         return body
 
     # ------------------------------------------------------------------ nginx auth_request
+    @traced("auth.verify")
     async def verify(
         self,
         *,

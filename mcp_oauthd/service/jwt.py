@@ -16,8 +16,10 @@ passed. Around it:
 ``refresh()`` (run at start-up and by a clock-driven background task) reads the shared
 set, makes the rotations that are due and drops dead keys. Two replicas rotating at once
 race on ``Storage.add_signing_key``, which admits one key per generation: the loser reads
-the winner's key back. ``rotate()`` (the ``keys rotate`` command) makes a new key sign
-from now on.
+the winner's key back. ``rotate()`` (the ``keys rotate`` command) makes a brand-new key
+sign from now on and discards the pre-published next key too: a forced rotation is for a
+suspected compromise, and the next key's private half was stored exactly like the
+current one's. Resource servers meet the new ``kid`` and refetch the JWKS.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeyParameters, OKPKey
 
-from mcp_oauthd.clock import Clock
-from mcp_oauthd.config.models import Config
+from mcp_oauthd.clock import Clock, SystemClock
+from mcp_oauthd.config.models import Config, MemoryStorageConfig
 from mcp_oauthd.oauth.errors import TemporarilyUnavailable
 from mcp_oauthd.security.crypto import DecryptionError, KeyRing
 from mcp_oauthd.storage.base import AccessTokenRecord, SigningKeyRecord, Storage, StorageError
@@ -300,3 +302,23 @@ class SigningKeyManager:
         published = [*states.previous, states.current, *states.following]
         published.sort(key=lambda k: k.generation)
         return {"keys": [dict(k.public_jwk) for k in published]}
+
+
+async def rotate_signing_keys(config: Config, storage: Storage) -> SigningKeyRecord:
+    """What ``mcp-oauthd keys rotate`` runs, on the configured (not yet opened) storage: a
+    new key signs from now on, and every replica picks it up at its next refresh (within
+    a minute); tokens signed with the old keys stay verifiable while they live."""
+    if config.tokens.format != "jwt":
+        raise ValueError("tokens.format is not jwt: there are no signing keys to rotate")
+    if isinstance(config.storage, MemoryStorageConfig):
+        raise ValueError("memory storage lives inside the server process: rotate there")
+    from mcp_oauthd.security.keys import load_key_material
+
+    await storage.open()
+    try:
+        keyring = load_key_material(config).keyring
+        manager = SigningKeyManager(config, storage, keyring, SystemClock())
+        await manager.refresh()
+        return await manager.rotate()
+    finally:
+        await storage.close()

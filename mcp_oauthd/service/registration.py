@@ -49,6 +49,7 @@ from mcp_oauthd.oauth.registration import (
     parse_client_metadata,
 )
 from mcp_oauthd.oauth.tokens import CLIENT_SECRET_PREFIX, REGISTRATION_TOKEN_PREFIX
+from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.security.crypto import constant_time_equals, random_token, sha256_hex
 from mcp_oauthd.service.clients import MAX_CLIENT_ID_LENGTH, hash_secret
 from mcp_oauthd.service.context import Services
@@ -147,14 +148,17 @@ class RegistrationService:
     def client_uri(self, client_id: str) -> str:
         return endpoint(self.s.config.issuer, REGISTER_PATH) + "/" + quote(client_id, safe="")
 
-    def _refused(self, ip: str, error: str, reason: str | None) -> None:
-        self.s.auditor.emit("registration.refused", ip=ip, error=error, reason=reason)
+    def _refused(self, ip: str, error: str, reason: str, description: str | None) -> None:
+        # ``reason`` is a short token (a metrics label); ``description`` says what was wrong.
+        self.s.auditor.emit(
+            "registration.refused", ip=ip, error=error, reason=reason, description=description
+        )
 
     # ------------------------------------------------------------------ RFC 7591
     def admit(self, bearer: str | None, ip: str) -> None:
         """The policy check, before the body is even read."""
         if self.config.policy == "closed":
-            self._refused(ip, "access_denied", "registration is closed")
+            self._refused(ip, "access_denied", "closed", "registration is closed")
             raise AccessDenied(
                 "dynamic client registration is disabled on this server; ask its "
                 "administrator to register your client"
@@ -162,8 +166,12 @@ class RegistrationService:
         if self.config.policy == "token":
             expected = self.config.initial_access_token
             assert expected is not None  # enforced by the config model
-            if bearer is None or not constant_time_equals(bearer, expected.get_secret_value()):
-                self._refused(ip, "invalid_token", "missing or wrong initial access token")
+            # Hashed first so the comparison does not even reveal the token's length.
+            presented = sha256_hex(bearer) if bearer is not None else ""
+            if not constant_time_equals(presented, sha256_hex(expected.get_secret_value())):
+                self._refused(
+                    ip, "invalid_token", "initial_access_token", "missing or wrong initial token"
+                )
                 # RFC 7591 §3: a bad initial access token is answered as RFC 6750 says.
                 raise InvalidToken(
                     "a valid initial access token is required to register a client",
@@ -189,10 +197,11 @@ class RegistrationService:
                     "token_endpoint_auth_method client_secret_basic or client_secret_post"
                 )
         except (InvalidClientMetadata, InvalidRedirectUri) as exc:
-            self._refused(ip, exc.error, exc.description)
+            self._refused(ip, exc.error, exc.error, exc.description)
             raise
         return meta
 
+    @traced("registration.register")
     async def register(self, meta: ClientMetadata, ip: str) -> dict[str, Any]:
         """Create a client (or return the identical public one); the RFC 7591 §3.2.1
         response body."""
@@ -325,6 +334,7 @@ class RegistrationService:
             )
         return client
 
+    @traced("registration.read")
     async def read(self, client_id: str, bearer: str | None, ip: str) -> dict[str, Any]:
         """RFC 7592 §2.1: the client's current registration (secrets are never shown
         again: only their hashes are kept)."""
@@ -348,6 +358,7 @@ class RegistrationService:
         body.update({k: v for k, v in client.metadata.items() if k in _COSMETIC})
         return body
 
+    @traced("registration.delete")
     async def delete(self, client_id: str, bearer: str | None, ip: str) -> None:
         """RFC 7592 §2.3: delete the client; its grants and tokens die with it."""
         client = await self._managed(client_id, bearer, ip)

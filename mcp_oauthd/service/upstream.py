@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from mcp_oauthd.oauth.errors import InvalidGrant, TemporarilyUnavailable
+from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.providers.base import UpstreamError, UpstreamTokens
 from mcp_oauthd.security.crypto import DecryptionError
 from mcp_oauthd.storage.base import GrantRecord
@@ -67,6 +68,7 @@ def _open(services: Services, grant: GrantRecord) -> UpstreamTokens:
         raise TemporarilyUnavailable("stored credentials cannot be read") from None
 
 
+@traced("upstream.tokens")
 async def upstream_tokens(
     services: Services, grant: GrantRecord, now: float, *, need_token: bool
 ) -> UpstreamTokens | None:

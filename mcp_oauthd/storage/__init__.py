@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mcp_oauthd import plugins
 from mcp_oauthd.config.models import (
     MemoryStorageConfig,
+    PluginConfig,
     RedisStorageConfig,
     SqliteStorageConfig,
 )
@@ -51,25 +53,24 @@ __all__ = [
 ]
 
 
-def build_storage(config: StorageConfigUnion) -> Storage:
-    """The backend ``config`` asks for, not yet opened (the caller awaits ``open()``)."""
-    if isinstance(config, MemoryStorageConfig):
-        from .memory import MemoryStorage
-
-        return MemoryStorage()
-    if isinstance(config, SqliteStorageConfig):
-        from .sqlite import SqliteStorage
-
-        return SqliteStorage(config)
-    if isinstance(config, RedisStorageConfig):
-        try:
-            from .redis import RedisStorage  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise StorageError(
-                "the redis storage backend cannot be loaded "
-                f"({exc.name or 'a module'} is missing); install mcp-oauthd with its redis "
-                "dependency (pip install 'redis>=5') or use storage type 'sqlite'"
-            ) from exc
-        backend: Storage = RedisStorage(config)
-        return backend
-    raise StorageError(f"unknown storage type {getattr(config, 'type', config)!r}")
+def build_storage(config: StorageConfigUnion | PluginConfig) -> Storage:
+    """The backend ``config`` asks for, not yet opened (the caller awaits ``open()``),
+    built by the factory its type registers (built-in or plugin: one path, see
+    ``mcp_oauthd.plugins``). Raises ``StorageError`` when the type cannot be used."""
+    try:
+        plugin = plugins.storage.get(config.type)
+    except plugins.PluginError as exc:
+        raise StorageError(str(exc)) from exc
+    if not isinstance(config, plugin.config_model):
+        raise StorageError(
+            f"storage type {config.type!r} expects a {plugin.config_model.__name__} section, "
+            f"not a {type(config).__name__}"
+        )
+    backend = plugin.factory(config)
+    if not isinstance(backend, Storage) or backend.name != config.type:
+        raise StorageError(
+            f"the factory of storage type {config.type!r} built a {type(backend).__name__} "
+            f"named {getattr(backend, 'name', None)!r}; it must implement the Storage "
+            f"protocol with name {config.type!r}"
+        )
+    return backend

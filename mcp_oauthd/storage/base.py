@@ -182,29 +182,51 @@ class SigningKeyRecord(Record):
 
 @runtime_checkable
 class Storage(Protocol):
-    """What every storage backend implements. All methods may raise ``StorageUnavailable``."""
+    """What every storage backend implements, built in or plugged in.
+
+    - Every method may raise ``StorageUnavailable`` (backend unreachable, timeout, lock
+      held too long): the daemon answers 503 ``temporarily_unavailable`` and retries
+      nothing itself, so a backend retries only where a retry is safe (idempotent).
+      Other internal failures raise ``StorageError``; nothing else is raised on purpose.
+    - Each method is one atomic domain operation against concurrent callers *in every
+      process and replica sharing the backend*: no caller ever sees half of one.
+      Several daemons may share one store; an in-process lock is not enough there.
+    - Records go in and come out as equal values (a round trip changes nothing, floats
+      included); callers never share mutable state with the store.
+    - ``now`` is passed in; a backend never reads the clock. Lookups return records
+      whatever their expiry except where a method says otherwise.
+    - ``name`` equals the config ``type``.
+
+    ``mcp_oauthd.testing.storage_conformance.StorageConformance`` checks all of this,
+    concurrency cases included; see docs/extending.md.
+    """
 
     name: str
 
     async def open(self) -> None:
-        """Connect, create or migrate the schema. Called once at start-up."""
+        """Connect, create or migrate the schema. Called once at start-up, before any
+        other method; must be safe when several processes open one store at once. Raises
+        ``StorageUnavailable`` (or ``StorageError`` for a store it cannot use)."""
 
     async def close(self) -> None:
-        """Release connections. Called once at shutdown."""
+        """Release connections. Called once at shutdown; must not raise."""
 
     async def ping(self) -> None:
         """Return if the backend answers; raise ``StorageUnavailable`` otherwise."""
 
     # ----------------------------------------------------------------- clients
     async def put_client(self, client: ClientRecord) -> None:
-        """Insert or replace a client."""
+        """Insert or replace a client (keeping ``count_clients_by_ip`` in step)."""
 
-    async def get_client(self, client_id: str) -> ClientRecord | None: ...
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        """The client, or None; expired ones too (the caller checks ``expires_at``)."""
 
     async def delete_client(self, client_id: str) -> bool:
-        """Delete a client; True if it existed. Its grants are revoked too."""
+        """Delete a client; True if it existed. Atomically, its grants are revoked too
+        (as ``revoke_grant``, with every token under them)."""
 
-    async def list_clients(self) -> list[ClientRecord]: ...
+    async def list_clients(self) -> list[ClientRecord]:
+        """Every stored client, ordered by ``client_id``."""
 
     async def count_clients_by_ip(self, ip: str, now: float) -> int:
         """How many clients with ``registered_ip == ip`` are live at ``now`` (no
@@ -215,7 +237,10 @@ class Storage(Protocol):
     async def put_ephemeral(
         self, kind: str, key: str, data: dict[str, Any], expires_at: float
     ) -> None:
-        """Store short-lived flow state under (kind, key); kinds never share keys."""
+        """Store short-lived flow state under (kind, key), replacing what was there; kinds
+        never share keys. ``data`` is a JSON object (anything else raises
+        ``StorageError``) and comes back equal, never aliased with the caller's dict.
+        Providers use this too (e.g. one-time codes of an in-process login)."""
 
     async def get_ephemeral(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
         """Read without consuming; None when absent or expired."""
@@ -224,7 +249,8 @@ class Storage(Protocol):
         """Atomically read and delete: of concurrent callers exactly one gets the data."""
 
     # ----------------------------------------------------------------- codes
-    async def put_code(self, code: CodeRecord) -> None: ...
+    async def put_code(self, code: CodeRecord) -> None:
+        """Store a new authorization code under its ``code_hash``."""
 
     async def consume_code(self, code_hash: str, now: float) -> ConsumeResult:
         """Atomically mark a code consumed.
@@ -248,7 +274,9 @@ class Storage(Protocol):
         (a code replay raced the first redemption).
         """
 
-    async def get_grant(self, grant_id: str) -> GrantRecord | None: ...
+    async def get_grant(self, grant_id: str) -> GrantRecord | None:
+        """The grant, revoked or not (``revoked_at`` says); None if unknown or only a
+        tombstone."""
 
     async def list_grants(
         self, subject: str | None = None, client_id: str | None = None
@@ -267,13 +295,18 @@ class Storage(Protocol):
         ``create_grant`` with that id raises ``GrantRevoked``). True if a live grant died.
         """
 
-    async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None: ...
+    async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None:
+        """The access token stored under this hash, or None (revoked tokens are gone).
+        The hot path of introspection and ``/auth/verify``: one lookup, no scan."""
 
-    async def get_access_token_by_jti(self, jti: str) -> AccessTokenRecord | None: ...
+    async def get_access_token_by_jti(self, jti: str) -> AccessTokenRecord | None:
+        """The access token with this ``jti`` (JWT access tokens), or None."""
 
-    async def delete_access_token(self, token_hash: str) -> bool: ...
+    async def delete_access_token(self, token_hash: str) -> bool:
+        """Delete one access token (revocation, RFC 7009); True if it existed."""
 
-    async def get_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None: ...
+    async def get_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
+        """The refresh token stored under this hash, rotated or not, or None."""
 
     async def rotate_refresh_token(
         self,
@@ -301,7 +334,8 @@ class Storage(Protocol):
 
     async def get_consent(
         self, subject: str, client_id: str, resource: str
-    ) -> ConsentRecord | None: ...
+    ) -> ConsentRecord | None:
+        """The remembered consent, expired or not (the caller checks), or None."""
 
     # ----------------------------------------------------------------- signing keys
     async def add_signing_key(self, key: SigningKeyRecord) -> bool:
@@ -318,4 +352,8 @@ class Storage(Protocol):
 
     # ----------------------------------------------------------------- housekeeping
     async def gc(self, now: float) -> int:
-        """Delete every record whose expiry is past; return how many were deleted."""
+        """Delete every record whose expiry is at or before ``now`` (clients, codes,
+        tokens, grants with their tokens, consents, ephemeral state, tombstones); return
+        how many were deleted. Runs in the background, concurrently with everything
+        else, possibly in several replicas at once; it must never delete a live record
+        nor block the hot path for long (work in batches)."""

@@ -12,6 +12,9 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from mcp_oauthd.config.models import MemoryStorageConfig
+from mcp_oauthd.plugins import StoragePlugin
+
 from .base import (
     AccessTokenRecord,
     ClientRecord,
@@ -377,3 +380,11 @@ class MemoryStorage:
             del self._ephemeral[ekey]
             removed += 1
         return removed
+
+
+def _build(config: MemoryStorageConfig) -> MemoryStorage:
+    return MemoryStorage()
+
+
+# Registered as the ``memory`` entry point of ``mcp_oauthd.storage`` (pyproject.toml).
+PLUGIN = StoragePlugin(name="memory", config_model=MemoryStorageConfig, factory=_build)

@@ -113,6 +113,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config.models import RedisStorageConfig
+from ..plugins import StoragePlugin
 from .base import (
     AccessTokenRecord,
     ClientRecord,
@@ -953,3 +954,11 @@ class RedisStorage:
         async for batch in self._scan(""):
             removed += int(await self._script("gc", self._gc, batch, [self._base, _f(now)]))
         return removed
+
+
+def _build(config: RedisStorageConfig) -> RedisStorage:
+    return RedisStorage(config)
+
+
+# Registered as the ``redis`` entry point of ``mcp_oauthd.storage`` (pyproject.toml).
+PLUGIN = StoragePlugin(name="redis", config_model=RedisStorageConfig, factory=_build)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp_oauthd.config.models import SqliteStorageConfig
+from mcp_oauthd.plugins import StoragePlugin
 
 from .base import (
     AccessTokenRecord,
@@ -811,3 +812,11 @@ def _load_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise StorageError("sqlite storage holds a malformed ephemeral entry")
     return value
+
+
+def _build(config: SqliteStorageConfig) -> SqliteStorage:
+    return SqliteStorage(config)
+
+
+# Registered as the ``sqlite`` entry point of ``mcp_oauthd.storage`` (pyproject.toml).
+PLUGIN = StoragePlugin(name="sqlite", config_model=SqliteStorageConfig, factory=_build)

@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -208,15 +207,16 @@ def test_serve_with_a_broken_config_prints_problems_and_exits_1(
 # --------------------------------------------------------------------------- serve
 @pytest.fixture
 def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
-    """Replace mcp_oauthd.app with a module whose serve() records its config."""
+    """Replace mcp_oauthd.server.run with one that records its config."""
+    import mcp_oauthd.server
+
     served: list[Config] = []
 
-    async def serve(config: Config) -> None:
+    def run(config: Config, **_: object) -> int:
         served.append(config)
+        return 0
 
-    module = types.ModuleType("mcp_oauthd.app")
-    module.serve = serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mcp_oauthd.app", module)
+    monkeypatch.setattr(mcp_oauthd.server, "run", run)
     return served
 
 
@@ -240,12 +240,12 @@ def test_serve_passes_the_loaded_config_to_the_app(fake_app: list[Config], tmp_p
 def test_an_unexpected_error_is_one_line_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def serve(config: Config) -> None:
+    import mcp_oauthd.server
+
+    def run(config: Config, **_: object) -> int:
         raise OSError("address already in use")
 
-    module = types.ModuleType("mcp_oauthd.app")
-    module.serve = serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mcp_oauthd.app", module)
+    monkeypatch.setattr(mcp_oauthd.server, "run", run)
     assert main(["serve"]) == 1
     err = capsys.readouterr().err
     assert "mcp-oauthd: error: OSError: address already in use" in err

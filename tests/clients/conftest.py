@@ -269,6 +269,10 @@ def _app(server: DocumentServer) -> web.Application:
                     "Expires": "Wed, 21 Oct 2026 09:28:00 GMT",
                 },
             )
+        if name == "gzip.json":
+            response = web.json_response(doc)
+            response.enable_compression(force=web.ContentCoding.gzip)
+            return response
         if name == "no-store.json":
             return web.json_response(doc, headers={"Cache-Control": "no-store"})
         raise web.HTTPNotFound()

@@ -128,7 +128,8 @@ def test_bad_redirect_uris_are_invalid_redirect_uri(changes: dict[str, Any]) -> 
 
 
 def test_a_body_that_is_not_an_object_is_refused() -> None:
-    for raw in ([], "x", None, 3):
+    bodies: list[Any] = [[], "x", None, 3]
+    for raw in bodies:
         with pytest.raises(InvalidClientMetadata):
             parse(raw)
 

@@ -152,3 +152,20 @@ def test_two_apps_in_one_process_keep_separate_registries() -> None:
     first.http_in_flight.inc()
     assert value(samples(first), "oauth_http_requests_in_flight") == 1
     assert value(samples(second), "oauth_http_requests_in_flight") == 0
+
+
+async def test_a_failing_gauge_recount_keeps_the_old_values_and_is_counted() -> None:
+    from mcp_oauthd.clock import FakeClock
+
+    class Down(MemoryStorage):
+        async def list_grants(
+            self, subject: str | None = None, client_id: str | None = None
+        ) -> Any:
+            raise StorageUnavailable("down")
+
+    metrics = Metrics(process_metrics=False)
+    metrics.bind_state(storage=Down(), clock=FakeClock(), static_clients=2)
+    await metrics.refresh_gauges()
+    m = samples(metrics)
+    assert value(m, "oauth_gauge_refresh_failures_total") == 1
+    assert value(m, "oauth_clients", kind="static") == 0  # never counted yet

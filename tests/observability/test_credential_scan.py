@@ -19,6 +19,7 @@ from mcp_oauthd.config.models import LoggingConfig
 from mcp_oauthd.observability.logging import configure_logging
 from mcp_oauthd.testing import flow
 from mcp_oauthd.testing.browser import ScriptedBrowser, form_fields, query_of
+from mcp_oauthd.testing.fake_idp import FakeOidcProvider
 from tests.conftest import DEMO_PASSWORD
 from tests.observability.conftest import Observed
 
@@ -194,6 +195,70 @@ async def test_no_log_line_audit_event_metric_or_span_holds_a_credential_of_the_
 
     # ...and none of them holds a credential.
     outputs = {"logs": logs, "audit events": audit, "metrics": metrics, "spans": "\n".join(spans)}
+    leaks = [
+        f"{what} in {where}"
+        for what, secret in secrets.values.items()
+        for where, text in outputs.items()
+        if secret in text
+    ]
+    assert leaks == []
+
+
+async def test_no_output_holds_an_upstream_credential_either(
+    observed_factory: Any, log_stream: io.StringIO
+) -> None:
+    async with FakeOidcProvider() as idp:
+        observed: Observed = await observed_factory(
+            provider={
+                "type": "oidc",
+                "issuer": idp.issuer,
+                "client_id": idp.client_id,
+                "client_secret": idp.client_secret,
+                "allow_insecure_http": True,
+            }
+        )
+        daemon = observed.daemon
+        idp.clock = daemon.clock
+        secrets = Secrets()
+        result = await login(observed, secrets)
+        status, body, _ = await daemon.token(
+            {
+                "grant_type": "authorization_code",
+                "code": result.query["code"],
+                "code_verifier": result.verifier,
+                "client_id": "cli",
+                "redirect_uri": CLI,
+            }
+        )
+        assert status == 200, body
+        secrets.from_tokens(body)
+        # Near upstream expiry, our refresh renews the upstream tokens first.
+        daemon.clock.advance(3600 - daemon.config.tokens.token_refresh_threshold + 1)
+        status, renewed, _ = await daemon.token(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": body["refresh_token"],
+                "client_id": "cli",
+            }
+        )
+        assert status == 200, renewed
+        secrets.from_tokens(renewed)
+        assert len(idp.token_requests) == 2  # the code exchange and the upstream refresh
+        assert idp.client_secret is not None
+        secrets.add("upstream client secret", idp.client_secret)
+        for token in [*idp._access_tokens, *idp._refresh_tokens]:
+            secrets.add("upstream token", token)
+        for request in idp.token_requests:
+            secrets.add("upstream client authentication", request.headers["Authorization"])
+
+        outputs = {
+            "logs": log_stream.getvalue(),
+            "audit events": json.dumps(list(daemon.auditor.events), default=str),
+            "metrics": await observed.metrics_text(),
+            "spans": "\n".join(span_text(s) for s in observed.finished()),
+        }
+    assert "provider.refresh" in outputs["spans"]
+    assert 'provider="oidc"' in outputs["metrics"]
     leaks = [
         f"{what} in {where}"
         for what, secret in secrets.values.items()

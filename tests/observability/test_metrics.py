@@ -63,6 +63,8 @@ async def test_http_requests_are_counted_and_timed_by_route_template_and_status(
     await refresh(observed, tokens["refresh_token"])
     async with observed.daemon.http.get(observed.url + "/no/such/page-xyz") as resp:
         assert resp.status == 404
+    async with observed.daemon.http.request("PROPFIND", observed.url + "/oauth/token") as resp:
+        assert resp.status == 405
 
     m = await observed.metrics()
     token_route = {"route": "/oauth/token", "method": "POST", "status": "200"}
@@ -72,6 +74,8 @@ async def test_http_requests_are_counted_and_timed_by_route_template_and_status(
     assert value(m, "oauth_http_requests_total", route="/oauth/authorize", status="200") == 1
     assert value(m, "oauth_http_requests_total", route="/oauth/callback", status="302") == 1
     assert value(m, "oauth_http_requests_total", route="unmatched", status="404") == 1
+    assert value(m, "oauth_http_requests_total", method="other", status="405") == 1
+    assert value(m, "oauth_http_requests_total", method="PROPFIND") == 0
     routes = {dict(labels).get("route") for (name, labels) in m if name.startswith("oauth_http")}
     assert not any("xyz" in str(route) for route in routes)
 
@@ -209,3 +213,11 @@ async def test_the_wrappers_keep_the_wrapped_class_visible_to_isinstance(
     assert isinstance(services.provider, LocalProvider)
     assert unwrap(services.storage) is observed.daemon.storage
     assert services.storage.name == "memory"
+
+
+async def test_jwt_signing_keys_are_counted_when_tokens_are_jwts(observed_factory: Any) -> None:
+    observed: Observed = await observed_factory(tokens={"format": "jwt"})
+    await observed.daemon.tokens()
+    m = await observed.metrics()
+    assert value(m, "oauth_signing_keys", purpose="jwt") >= 1
+    assert value(m, "oauth_signing_keys", purpose="cookie") == 1

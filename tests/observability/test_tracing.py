@@ -258,3 +258,15 @@ async def test_the_otlp_exporter_posts_protobuf_with_the_configured_headers() ->
     assert headers["Content-Type"] == "application/x-protobuf"
     assert headers["x-api-key"] == "collector-key-123"
     assert b"authorize.validate" in body
+
+
+def test_outside_a_traced_request_no_trace_context_is_sent_upstream() -> None:
+    from mcp_oauthd.observability.tracing import upstream_call
+
+    headers = {"Accept": "application/json"}
+    with upstream_call(
+        "POST", "https://idp.example.com/token", what="token", provider="oidc", headers=headers
+    ) as span:
+        span.set_attribute("http.response.status_code", 200)
+    assert headers == {"Accept": "application/json"}
+    assert not span.is_recording()

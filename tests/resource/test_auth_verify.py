@@ -4,10 +4,11 @@ the exact challenge nginx hands back to the client (RFC 6750 §3, RFC 9728 §5.1
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from tests.resource.conftest import FILES, MAIL, RsDaemon
+from tests.resource.conftest import FILES, MAIL, RsDaemon, resources
 
 pytestmark = pytest.mark.asyncio
 
@@ -132,6 +133,13 @@ async def test_an_unknown_resource_or_scope_is_a_loud_server_error(rs: RsDaemon)
     assert status == 500
 
 
-async def test_without_a_named_resource_the_default_resource_is_checked(rs: RsDaemon) -> None:
+async def test_with_several_resources_nginx_must_name_one(rs: RsDaemon) -> None:
     tokens = await rs.tokens()
-    assert (await rs.verify(tokens["access_token"], resource=None))[0] == 200
+    assert (await rs.verify(tokens["access_token"], resource=None))[0] == 500
+
+
+async def test_with_a_single_resource_naming_it_is_optional(rs_factory: Any) -> None:
+    daemon: RsDaemon = await rs_factory(resources=resources()[:1])
+    tokens = await daemon.tokens()
+    assert (await daemon.verify(tokens["access_token"], resource=None))[0] == 200
+    assert (await daemon.verify(None, resource=None))[0] == 401

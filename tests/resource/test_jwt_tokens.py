@@ -14,8 +14,9 @@ import pytest
 from mcp_oauthd.clock import FakeClock
 from mcp_oauthd.oauth.tokens import token_hash
 from mcp_oauthd.security.crypto import KeyRing
-from mcp_oauthd.service.jwt import SigningKeyManager
+from mcp_oauthd.service.jwt import SigningKeyManager, rotate_signing_keys
 from mcp_oauthd.storage.memory import MemoryStorage
+from mcp_oauthd.storage.sqlite import SqliteStorage
 from tests.conftest import base_config
 from tests.resource.conftest import FILES, MAIL, RsDaemon, resources
 
@@ -288,3 +289,33 @@ async def test_changing_the_algorithm_rotates_to_a_key_of_the_new_kind(
     jwks = await ed.jwks()
     assert verify(old, jwks, ed)["aud"] == FILES  # the ES256 key stays published
     assert verify(new, jwks, ed)["aud"] == FILES
+
+
+async def test_the_rotate_command_helper_rotates_the_keys_in_shared_storage(
+    tmp_path: Any,
+) -> None:
+    config = base_config(
+        1,
+        resources=resources(),
+        tokens=jwt_tokens(),
+        storage={"type": "sqlite", "path": str(tmp_path / "oauthd.db")},
+        security=SHARED_KEYS,
+    )
+    first = await rotate_signing_keys(config, SqliteStorage(config.storage))  # type: ignore[arg-type]
+    second = await rotate_signing_keys(config, SqliteStorage(config.storage))  # type: ignore[arg-type]
+    assert second.generation > first.generation
+    storage = SqliteStorage(config.storage)  # type: ignore[arg-type]
+    await storage.open()
+    try:
+        manager = SigningKeyManager(config, storage, KeyRing([("x", b"\x00" * 32)]), FakeClock())
+        await manager.refresh(second.activates_at)
+        states = manager.states(second.activates_at)
+        assert states is not None and states.current.kid == second.kid
+        assert first.kid in {k.kid for k in states.previous}
+    finally:
+        await storage.close()
+    memory = base_config(1, resources=resources(), tokens=jwt_tokens())
+    with pytest.raises(ValueError, match="memory storage"):
+        await rotate_signing_keys(memory, MemoryStorage())
+    with pytest.raises(ValueError, match="not jwt"):
+        await rotate_signing_keys(base_config(1, resources=resources()), MemoryStorage())

@@ -1,0 +1,796 @@
+"""The benchmark run: processes, seeding, load, measurements, report.
+
+    python -m bench [options]        (bench/run also installs wrk and the venv)
+
+See ``bench/README.md`` for what is measured and how to read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from argon2 import PasswordHasher
+
+from bench import configs, lua, procs, profiling, report, wrk
+from bench.options import Options, parse
+from bench.report import TARGET_CONNECTIONS, Measurement
+from bench.scenarios import Scenario, all_scenarios, baseline_scenario, fill, scenario_named
+from bench.seeding import SeedSpec, token_value
+from mcp_oauthd.oauth.tokens import ACCESS_PREFIX
+from mcp_oauthd.testing import flow
+from mcp_oauthd.testing.redis_server import PrivateRedis, redis_answers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+FLOW_REDIRECT = "http://127.0.0.1:5555/callback"
+#: Logins through the real HTTP flow per daemon (argon2 makes each one slow on purpose).
+FLOW_LOGINS = 2
+#: Small state of the state-size comparison, and the access tokens it cycles through.
+SMALL_STATE = 1_000
+
+
+@dataclass
+class Daemon:
+    label: str
+    backend: str
+    token_format: str
+    workers: int
+    url: str
+    proc: procs.Proc
+    pools: Path
+    seed_report: dict[str, Any]
+    spawn_to_ready_ms: float
+
+
+class SkipError(Exception):
+    """A scenario or daemon that cannot run here (said in the report, not an error)."""
+
+
+class Bench:
+    def __init__(self, opts: Options, tmp: Path) -> None:
+        self.opts = opts
+        self.tmp = tmp
+        self.seed = secrets.token_hex(6)
+        self.password = "bench-" + secrets.token_urlsafe(12)
+        self.password_hash = PasswordHasher().hash(self.password)
+        self.baselines: list[Measurement] = []
+        self.measurements: list[Measurement] = []
+        self.extras: dict[str, Any] = {"notes": []}
+        self.profiles: list[dict[str, Any]] = []
+        self.redis: PrivateRedis | None = None
+        self.redis_url: str | None = opts.redis_url
+        self.redis_prefixes: list[str] = []
+        self.running: list[procs.Proc] = []
+        self.started = time.monotonic()
+        self.scripts: dict[str, Path] = {}
+        self.load_before = _loadavg()
+
+    # ------------------------------------------------------------------ plumbing
+    def log(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[bench {elapsed:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        self.extras["notes"].append(message)
+        self.log("note: " + message)
+
+    def script(self, scenario: Scenario) -> Path:
+        if scenario.name not in self.scripts:
+            path = self.tmp / f"{scenario.name}.lua"
+            path.write_text(
+                lua.generate(
+                    name=scenario.name,
+                    method=scenario.method,
+                    path=scenario.path,
+                    headers=scenario.headers,
+                    body=scenario.body,
+                )
+            )
+            self.scripts[scenario.name] = path
+        return self.scripts[scenario.name]
+
+    def load(
+        self,
+        url: str,
+        scenario: Scenario,
+        pools: Path | None,
+        *,
+        connections: int,
+        duration: float,
+        start: int = 0,
+        timeout: float | None = None,
+        threads: int | None = None,
+    ) -> tuple[wrk.WrkResult, int]:
+        pool = pools / f"{scenario.pool}.txt" if pools is not None and scenario.pool else None
+        args = wrk.command(
+            url + scenario.path,
+            self.script(scenario),
+            connections=connections,
+            threads=threads or self.opts.threads,
+            duration=duration,
+            timeout=timeout or self.opts.timeout,
+            pool=pool,
+            start=start,
+            once=scenario.once,
+        )
+        result = wrk.run(args, wall_timeout=duration + 120)
+        return result, (wrk.next_start(start, result) if scenario.once else start)
+
+    # ------------------------------------------------------------------ processes
+    def start_redis(self) -> None:
+        if self.redis_url is not None:
+            return
+        try:
+            self.redis = PrivateRedis()
+            self.redis.start()
+            self.redis_url = self.redis.url
+            self.log(f"private redis-server on port {self.redis.port}")
+        except FileNotFoundError:
+            self.redis = None
+            if redis_answers():
+                self.redis_url = "redis://127.0.0.1:6379/0"
+                self.log("redis-server not installed; using the Redis on 127.0.0.1:6379")
+            else:
+                raise SkipError("no redis-server and no --redis-url: redis skipped") from None
+
+    def start_daemon(
+        self,
+        backend: str,
+        label: str,
+        *,
+        token_format: str = "opaque",
+        workers: int = 1,
+        grants: int = 0,
+        codes: int = 0,
+        access_pool: int = 0,
+        seed: bool = True,
+    ) -> Daemon:
+        port = procs.free_port()
+        where = self.tmp / label
+        where.mkdir(parents=True, exist_ok=True)
+        prefix = f"mcp-oauthd-bench-{self.seed}-{label}:"
+        if backend == "redis":
+            self.start_redis()
+            self.redis_prefixes.append(prefix)
+        config = configs.daemon_config(
+            backend=backend,
+            port=port,
+            seed=self.seed,
+            password_hash=self.password_hash,
+            token_format=token_format,
+            workers=workers,
+            sqlite_path=str(where / "state.db"),
+            redis_url=self.redis_url,
+            redis_prefix=prefix,
+        )
+        config_path = where / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        if seed:
+            spec = SeedSpec(
+                salt=f"{self.seed}-{label}",
+                now=time.time(),
+                grants=grants,
+                codes=codes,
+                access_pool=access_pool,
+                client_id=configs.CLIENT_ID,
+                resource=configs.RESOURCE,
+                redirect_uri=FLOW_REDIRECT,
+            )
+            (where / "seed.json").write_text(spec.to_json())
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.daemon",
+                "--config",
+                str(config_path),
+                "--seed",
+                str(where / "seed.json"),
+                "--pools",
+                str(where / "pools"),
+                "--report",
+                str(where / "seed-report.json"),
+            ]
+        else:
+            cmd = [sys.executable, "-m", "mcp_oauthd", "serve", "--config", str(config_path)]
+        url = f"http://127.0.0.1:{port}"
+        self.log(
+            f"starting {label}: {backend}, {token_format}, {workers} worker(s), "
+            f"{grants:,} grants, {codes:,} codes"
+        )
+        proc = procs.spawn(cmd, where / "daemon.log", cwd=ROOT)
+        self.running.append(proc)
+        ready_ms = procs.wait_ready(proc, url + "/readyz", timeout=300 + (grants + codes) / 2000)
+        procs.wait_for_event(proc.log_path, "ready", count=workers)
+        seed_report: dict[str, Any] = {}
+        if seed and (where / "seed-report.json").exists():
+            seed_report = json.loads((where / "seed-report.json").read_text())
+            if seed_report.get("grants") or seed_report.get("codes"):
+                self.log(
+                    f"seeded {seed_report['grants']:,} grants + {seed_report['codes']:,} codes "
+                    f"({seed_report['method']}) in {seed_report['seconds']} s"
+                )
+        return Daemon(
+            label, backend, token_format, workers, url, proc, where / "pools", seed_report, ready_ms
+        )
+
+    def stop(self, proc: procs.Proc) -> None:
+        procs.stop(proc)
+        if proc in self.running:
+            self.running.remove(proc)
+
+    @contextlib.contextmanager
+    def daemon(self, backend: str, label: str, **kwargs: Any) -> Iterator[Daemon]:
+        d = self.start_daemon(backend, label, **kwargs)
+        try:
+            yield d
+        finally:
+            self.stop(d.proc)
+
+    def cleanup(self) -> None:
+        for proc in list(self.running):
+            self.stop(proc)
+        if self.redis is not None:
+            self.redis.stop()
+        elif self.redis_url is not None and self.redis_prefixes:
+            asyncio.run(_delete_prefixes(self.redis_url, self.redis_prefixes))
+
+    # ------------------------------------------------------------------ checks
+    def first_value(self, pools: Path, scenario: Scenario) -> str:
+        if scenario.pool is None:
+            return ""
+        with (pools / f"{scenario.pool}.txt").open() as handle:
+            return handle.readline().strip()
+
+    def sanity(self, d: Daemon, scenario: Scenario) -> None:
+        """One request exactly as wrk will send it (pool line 0): the scenario must get
+        its expected answer, or the run stops before measuring errors."""
+        token = self.first_value(d.pools, scenario)
+        headers = {k: fill(v, token, 0, 0) for k, v in scenario.headers.items()}
+        body = fill(scenario.body, token, 0, 0).encode() if scenario.body else None
+        request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+            d.url + scenario.path, data=body, headers=headers, method=scenario.method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                status, text = int(response.status), response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            status, text = int(exc.code), exc.read().decode(errors="replace")
+        if status in (404, 405) and scenario.route is not None:
+            raise SkipError(f"{scenario.route} is not served by this build: {scenario.name} skipped")
+        if status != scenario.expect:
+            raise RuntimeError(
+                f"sanity check: {scenario.name} on {d.backend} answered {status}, "
+                f"expected {scenario.expect}: {text[:300]}"
+            )
+        if scenario.name.startswith("introspect") and json.loads(text).get("active") is not True:
+            raise RuntimeError(f"sanity check: {scenario.name} on {d.backend}: token inactive")
+
+    def http_flow(self, d: Daemon) -> None:
+        """A few grants through the real HTTP flow (authorize, consent, login, callback,
+        code exchange); their access tokens join the access pool and must introspect
+        active like the seeded ones."""
+
+        async def run() -> list[str]:
+            tokens = []
+            for _ in range(FLOW_LOGINS):
+                jar = aiohttp.CookieJar(unsafe=True)
+                async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                    body = await flow.tokens(
+                        http,
+                        d.url,
+                        username=configs.USERNAME,
+                        password=self.password,
+                        client_id=configs.CLIENT_ID,
+                        redirect_uri=FLOW_REDIRECT,
+                    )
+                    tokens.append(str(body["access_token"]))
+            return tokens
+
+        tokens = asyncio.run(run())
+        access = d.pools / "access.txt"
+        if access.exists():
+            with access.open("a") as out:
+                for token in tokens:
+                    out.write(token + "\n")
+        probe = scenario_named(self.seed, "introspect-opaque")
+        for token in tokens:
+            body = fill(probe.body, token).encode()
+            request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+                d.url + probe.path, data=body, headers=probe.headers, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                if json.loads(response.read()).get("active") is not True:
+                    raise RuntimeError("a token from the real HTTP flow does not introspect")
+        self.log(f"{len(tokens)} grants through the real HTTP flow: introspect active")
+
+    # ------------------------------------------------------------------ measuring
+    def measure(self, d: Daemon, scenario: Scenario) -> None:
+        try:
+            self.sanity(d, scenario)
+        except SkipError as exc:
+            self.note(str(exc))
+            return
+        offset = 1 if scenario.once else 0  # line 0 went to the sanity check
+        if self.opts.warmup > 0:
+            _, offset = self.load(
+                d.url,
+                scenario,
+                d.pools,
+                connections=TARGET_CONNECTIONS,
+                duration=self.opts.warmup,
+                start=offset,
+            )
+        for connections in self.opts.connections:
+            result, offset = self.load(
+                d.url,
+                scenario,
+                d.pools,
+                connections=connections,
+                duration=self.opts.duration,
+                start=offset,
+            )
+            note = ""
+            if result.exhausted:
+                note = f"pool exhausted ({result.exhausted} requests): raise --pool"
+            m = _measurement(scenario.name, d.backend, connections, result, note)
+            self.measurements.append(m)
+            self.log(
+                f"{scenario.name:<18} {d.backend:<7} c={connections:<4} {m.rps:8.0f} req/s "
+                f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms errors {m.error_total}"
+            )
+        if scenario.name in self.opts.profile and d.backend == self.opts.profile_backend:
+            self.profile(d, scenario, offset)
+
+    def profile(self, d: Daemon, scenario: Scenario, offset: int) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        raw = RESULTS / f"profile-{d.backend}-{scenario.name}-{stamp}.txt"
+        seconds = self.opts.profile_seconds
+        recorder = profiling.start_recording(d.proc.pid, seconds, raw)
+        try:
+            result, _ = self.load(
+                d.url,
+                scenario,
+                d.pools,
+                connections=TARGET_CONNECTIONS,
+                duration=seconds + 2,
+                start=offset,
+            )
+        finally:
+            _, err = recorder.communicate(timeout=seconds + 60)
+        if recorder.returncode != 0 or not raw.exists():
+            self.note(f"py-spy failed on {scenario.name}: {err.decode(errors='replace')[-300:]}")
+            return
+        summary = profiling.summarize(raw.read_text())
+        text = summary.format()
+        (raw.with_suffix(".summary.txt")).write_text(text + "\n")
+        self.profiles.append(
+            {
+                "scenario": scenario.name,
+                "backend": d.backend,
+                "rps_while_profiling": round(result.rps, 1),
+                "raw": str(raw.relative_to(ROOT)),
+                "categories": summary.categories,
+                "self_top": summary.self_top[:25],
+                "inclusive_top": summary.inclusive_top[:40],
+            }
+        )
+        self.log(f"profile of {scenario.name} on {d.backend} -> {raw.relative_to(ROOT)}\n{text}")
+
+    def run_baseline(self, when: str) -> None:
+        port = procs.free_port()
+        where = self.tmp / f"baseline-{when}"
+        where.mkdir(parents=True, exist_ok=True)
+        pools = where / "pools"
+        pools.mkdir()
+        with (pools / "access.txt").open("w") as out:
+            for i in range(self.opts.access_pool):
+                out.write(token_value(ACCESS_PREFIX, self.seed, i) + "\n")
+        cmd = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+        proc = procs.spawn(cmd, where / "baseline.log", cwd=ROOT)
+        self.running.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            procs.wait_ready(proc, url + "/readyz", timeout=60)
+            scenario = baseline_scenario(self.seed)
+            if self.opts.warmup > 0:
+                self.load(
+                    url,
+                    scenario,
+                    pools,
+                    connections=TARGET_CONNECTIONS,
+                    duration=self.opts.warmup,
+                )
+            for connections in self.opts.connections:
+                result, _ = self.load(
+                    url, scenario, pools, connections=connections, duration=self.opts.duration
+                )
+                m = _measurement("baseline", "aiohttp", connections, result, when)
+                self.baselines.append(m)
+                self.log(
+                    f"baseline ({when}) c={connections:<4} {m.rps:8.0f} req/s "
+                    f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms"
+                )
+        finally:
+            self.stop(proc)
+
+    def run_backend(self, backend: str) -> None:
+        chosen = [s for s in all_scenarios(self.seed) if s.name in self.opts.scenarios]
+        for token_format in ("opaque", "jwt"):
+            scenarios = [s for s in chosen if s.token_format == token_format]
+            if not scenarios:
+                continue
+            single_use = any(s.once for s in scenarios)
+            grants = self.opts.pool if single_use else self.opts.access_pool
+            if token_format == "jwt":
+                grants = self.opts.jwt_grants
+            codes = self.opts.pool if any(s.pool == "codes" for s in scenarios) else 0
+            try:
+                d = self.start_daemon(
+                    backend,
+                    f"{backend}-{token_format}",
+                    token_format=token_format,
+                    grants=grants,
+                    codes=codes,
+                    access_pool=self.opts.access_pool,
+                )
+            except RuntimeError as exc:
+                if token_format == "jwt":
+                    self.note(f"JWT daemon on {backend} did not start (JWT not in place?): {exc}")
+                    continue
+                raise
+            try:
+                self.http_flow(d)
+                for scenario in scenarios:
+                    self.measure(d, scenario)
+            finally:
+                self.stop(d.proc)
+
+    # ------------------------------------------------------------------ extras
+    def intro_rps(self, d: Daemon, connections: int = TARGET_CONNECTIONS) -> wrk.WrkResult:
+        scenario = scenario_named(self.seed, "introspect-opaque")
+        self.sanity(d, scenario)
+        if self.opts.warmup > 0:
+            self.load(d.url, scenario, d.pools, connections=connections, duration=self.opts.warmup)
+        result, _ = self.load(
+            d.url, scenario, d.pools, connections=connections, duration=self.opts.duration
+        )
+        return result
+
+    def extra_startup(self) -> None:
+        found = []
+        for backend in self.opts.backends:
+            try:
+                d = self.start_daemon(backend, f"startup-{backend}", seed=False)
+            except SkipError as exc:
+                self.note(str(exc))
+                continue
+            try:
+                ready = procs.log_events(d.proc.log_path, "ready")
+                found.append(
+                    {
+                        "backend": backend,
+                        "startup_ms": float(ready[0]["startup_ms"]) if ready else float("nan"),
+                        "spawn_to_ready_ms": round(d.spawn_to_ready_ms, 1),
+                        "rss_mb": round(procs.rss_mb(d.proc.pid), 1),
+                    }
+                )
+            finally:
+                self.stop(d.proc)
+        self.extras["startup"] = found
+
+    def extra_workers(self) -> None:
+        results = {}
+        for workers in (1, 2):
+            with self.daemon(
+                "sqlite",
+                f"workers-{workers}",
+                workers=workers,
+                grants=self.opts.access_pool,
+                access_pool=self.opts.access_pool,
+            ) as d:
+                results[workers] = self.intro_rps(d).rps
+                self.log(f"introspect-opaque sqlite, {workers} worker(s): {results[workers]:.0f}")
+        self.extras["workers"] = {
+            "scenario": "introspect-opaque",
+            "connections": TARGET_CONNECTIONS,
+            "one": round(results[1], 1),
+            "two": round(results[2], 1),
+            "ratio": round(results[2] / results[1], 3) if results[1] else 0.0,
+        }
+
+    def extra_state(self) -> None:
+        found = []
+        for backend in self.opts.state_backends:
+            rps: dict[int, float] = {}
+            for size in (SMALL_STATE, self.opts.state_grants):
+                try:
+                    with self.daemon(
+                        backend, f"state-{backend}-{size}", grants=size, access_pool=SMALL_STATE
+                    ) as d:
+                        if backend == "memory" and size == self.opts.rss_grants:
+                            self.record_rss(d, size)
+                        rps[size] = self.intro_rps(d).rps
+                        self.log(f"introspect-opaque {backend}, {size:,} grants: {rps[size]:.0f}")
+                except SkipError as exc:
+                    self.note(str(exc))
+                    break
+            if len(rps) == 2:
+                found.append(
+                    {
+                        "backend": backend,
+                        "small": SMALL_STATE,
+                        "large": self.opts.state_grants,
+                        "small_rps": round(rps[SMALL_STATE], 1),
+                        "large_rps": round(rps[self.opts.state_grants], 1),
+                        "ratio": round(rps[self.opts.state_grants] / rps[SMALL_STATE], 3),
+                    }
+                )
+        self.extras["state"] = found
+
+    def record_rss(self, d: Daemon, grants: int) -> None:
+        empty = next(
+            (s["rss_mb"] for s in self.extras.get("startup", []) if s["backend"] == "memory"),
+            None,
+        )
+        if empty is None:
+            with self.daemon("memory", "rss-empty", seed=False) as e:
+                empty = procs.rss_mb(e.proc.pid)
+        rss = procs.rss_mb(d.proc.pid)
+        self.extras["rss"] = {
+            "grants": grants,
+            "rss_mb": round(rss, 1),
+            "empty_mb": round(empty, 1),
+            "bytes_per_grant": round((rss - empty) * 1024 * 1024 / grants, 0),
+        }
+        self.log(f"RSS with {grants:,} grants in memory storage: {rss:.0f} MB (empty {empty:.0f})")
+
+    def extra_rss(self) -> None:
+        if "rss" in self.extras:
+            return
+        with self.daemon("memory", "rss", grants=self.opts.rss_grants, access_pool=100) as d:
+            self.record_rss(d, self.opts.rss_grants)
+
+    def extra_c10k(self) -> None:
+        connections = self.opts.c10k_connections
+        limit = procs.raise_open_files(connections + 1024)
+        if limit < connections + 100:
+            self.note(f"open files limited to {limit}: c10k test skipped (raise ulimit -n)")
+            return
+        somaxconn = _read_int("/proc/sys/net/core/somaxconn")
+        scenario = scenario_named(self.seed, "introspect-opaque")
+        with self.daemon(
+            "memory", "c10k", grants=self.opts.access_pool, access_pool=self.opts.access_pool
+        ) as d:
+            self.sanity(d, scenario)
+            result, _ = self.load(
+                d.url,
+                scenario,
+                d.pools,
+                connections=connections,
+                duration=self.opts.c10k_duration,
+                timeout=60,
+            )
+        errors = result.error_counts()
+        self.extras["c10k"] = {
+            "scenario": scenario.name,
+            "backend": "memory",
+            "connections": connections,
+            "rps": round(result.rps, 1),
+            "p50_ms": round(result.p50_ms, 1),
+            "p99_ms": round(result.p99_ms, 1),
+            "errors": errors,
+            "errors_total": result.errors,
+            "somaxconn": somaxconn,
+            "open_files_limit": limit,
+        }
+        self.log(f"c10k: {result.rps:.0f} req/s, errors {errors}, somaxconn {somaxconn}")
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> None:
+        opts = self.opts
+        self.run_baseline("start")
+        for backend in opts.backends:
+            try:
+                self.run_backend(backend)
+            except SkipError as exc:
+                self.note(str(exc))
+        extras = [
+            ("startup", self.extra_startup),
+            ("workers", self.extra_workers),
+            ("state", self.extra_state),
+            ("rss", self.extra_rss),
+            ("c10k", self.extra_c10k),
+        ]
+        for name, step in extras:
+            if name not in opts.extras:
+                continue
+            if name == "workers" and "sqlite" not in opts.backends:
+                continue
+            try:
+                step()
+            except SkipError as exc:
+                self.note(str(exc))
+        self.run_baseline("end")
+
+    def meta(self) -> dict[str, Any]:
+        options = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.opts).items()
+        }
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "git": _git_revision(),
+            "python": platform.python_version(),
+            "aiohttp": aiohttp.__version__,
+            "wrk": _wrk_version(),
+            "cpus": os.cpu_count(),
+            "loadavg_before": self.load_before,
+            "loadavg_after": _loadavg(),
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "options": options,
+        }
+
+
+def _measurement(
+    scenario: str, backend: str, connections: int, result: wrk.WrkResult, note: str = ""
+) -> Measurement:
+    return Measurement(
+        scenario=scenario,
+        backend=backend,
+        connections=connections,
+        rps=round(result.rps, 1),
+        p50_ms=round(result.p50_ms, 3),
+        p99_ms=round(result.p99_ms, 3),
+        requests=result.requests,
+        duration_s=round(result.duration_s, 2),
+        errors=result.error_counts(),
+        note=note,
+    )
+
+
+async def _delete_prefixes(url: str, prefixes: list[str]) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        for prefix in prefixes:
+            batch = []
+            async for key in client.scan_iter(match=prefix.replace("*", r"\*") + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.delete(*batch)
+                    batch = []
+            if batch:
+                await client.delete(*batch)
+    finally:
+        await client.aclose()
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _git_revision() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def _wrk_version() -> str | None:
+    try:
+        done = subprocess.run(
+            [wrk.wrk_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, wrk.WrkError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else None
+
+
+def estimate_seconds(opts: Options) -> float:
+    """A rough duration of the run (pure): load time plus start-up and seeding."""
+    per_scenario = opts.warmup + opts.duration * len(opts.connections) + 2
+    scenarios = len(opts.scenarios) * len(opts.backends)
+    daemons = len(opts.backends) * 2
+    total = per_scenario * scenarios + daemons * 8
+    total += 2 * (opts.warmup + opts.duration * len(opts.connections) + 2)  # baseline twice
+    extras = set(opts.extras)
+    if "workers" in extras:
+        total += 2 * (opts.warmup + opts.duration + 6)
+    if "state" in extras:
+        total += len(opts.state_backends) * 2 * (opts.warmup + opts.duration + 6)
+        total += opts.state_grants / 10_000 * len(opts.state_backends)
+    if "c10k" in extras:
+        total += opts.c10k_duration + 15
+    if "startup" in extras:
+        total += 4 * len(opts.backends)
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
+    try:
+        wrk.wrk_binary()
+    except wrk.WrkError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    procs.raise_open_files(max(65_536, opts.c10k_connections + 1024))
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="mcp-oauthd-bench-"))
+    bench = Bench(opts, tmp)
+    bench.log(
+        f"about {estimate_seconds(opts) / 60:.0f} min; backends {','.join(opts.backends)}; "
+        f"c={','.join(map(str, opts.connections))}; warm-up {opts.warmup:g}s, "
+        f"{opts.duration:g}s per measurement; work dir {tmp}"
+    )
+    status = 0
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        bench.log("interrupted")
+        status = 130
+    except (RuntimeError, wrk.WrkError) as exc:
+        bench.log(f"failed: {exc}")
+        status = 1
+    finally:
+        bench.cleanup()
+        if not opts.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not bench.baselines:
+        return status or 1
+    base = report.baseline_by_connections(bench.baselines)
+    table_rows = report.rows(bench.measurements, base)
+    drift = report.baseline_drift(bench.baselines)
+    extras = {**bench.extras, "profiles": bench.profiles}
+    print()
+    print(report.format_table(table_rows, bench.baselines, drift))
+    print()
+    print(report.format_extras(extras))
+    out = opts.out or RESULTS / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        report.to_json(
+            meta=bench.meta(), baselines=bench.baselines, table_rows=table_rows, extras=extras
+        )
+        + "\n"
+    )
+    print(f"\nresults: {out}")
+    return status

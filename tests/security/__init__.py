@@ -1,0 +1,1 @@
+"""Security suite (placeholder docstring; rewritten below)."""
