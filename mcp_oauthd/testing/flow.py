@@ -79,7 +79,7 @@ async def tokens(
     http: aiohttp.ClientSession, issuer: str, *, username: str, password: str, **params: str
 ) -> dict[str, Any]:
     """The whole flow, then the code exchange; returns the token response."""
-    result = await login(http, issuer, username=username, password=password, **params)
+    result = await login(http, issuer, username=username, password=password, approve=True, **params)
     query = result.query
     assert "code" in query, query
     status, body, _ = await token_request(

@@ -156,3 +156,82 @@ def client_metadata(redirect_uri: str, scope: str | None = None) -> OAuthClientM
         token_endpoint_auth_method="none",
         scope=scope,
     )
+
+
+@dataclass
+class SdkRun:
+    tokens: list[OAuthToken]
+    authorization_urls: list[str]
+    client_info: OAuthClientInformationFull | None
+    tool_results: list[str]
+
+
+async def run_sdk_client(
+    http: aiohttp.ClientSession,
+    *,
+    daemon_port: int,
+    overrides: dict[str, Any] | None = None,
+    client_info: OAuthClientInformationFull | None = None,
+    client_metadata_url: str | None = None,
+    redirect_uri: str = "http://127.0.0.1:5599/callback",
+    refresh: bool = True,
+) -> SdkRun:
+    """Run the unmodified SDK client against an SDK MCP server protected by a daemon built
+    from ``base_config(daemon_port, **overrides)``: log in, call a tool, optionally force a
+    refresh and call again."""
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.auth.oauth2 import OAuthClientProvider
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcp_oauthd.app import create_app
+    from mcp_oauthd.clock import SystemClock
+    from mcp_oauthd.storage.memory import MemoryStorage
+    from mcp_oauthd.testing.daemon import running
+    from tests.conftest import DEMO_PASSWORD, base_config, free_port
+
+    mcp_port = free_port()
+    resource = f"http://127.0.0.1:{mcp_port}/mcp"
+    config = base_config(
+        daemon_port,
+        resources=[
+            {
+                "uri": resource,
+                "name": "Files",
+                "scopes": ["files:read", "files:write"],
+                "default_scopes": ["files:read"],
+            }
+        ],
+        **(overrides or {}),
+    )
+    storage = MemoryStorage()
+    clock = SystemClock()
+    app = create_app(config, storage=storage, clock=clock)
+    verifier = StorageVerifier(storage, resource, clock.now)
+    mcp_app = make_mcp_server(config.issuer, resource, verifier).streamable_http_app()
+    token_store = MemoryTokenStorage(client_info=client_info)
+    prefix = redirect_uri.rsplit("/", 1)[0]
+    user = BrowserUser(http, "alice", DEMO_PASSWORD, prefix)
+    provider = OAuthClientProvider(
+        server_url=resource,
+        client_metadata=client_metadata(redirect_uri, scope="files:read"),
+        storage=token_store,
+        redirect_handler=user.open,
+        callback_handler=user.callback,
+        client_metadata_url=client_metadata_url,
+    )
+    results: list[str] = []
+    async with running(app, daemon_port), serve_starlette(mcp_app, mcp_port):
+        async with httpx2.AsyncClient(auth=provider, timeout=30) as client:
+            async with streamable_http_client(resource, http_client=client) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    result: Any = await session.call_tool("echo", {"text": "hi"})
+                    results.append(str(result.content))
+                    if refresh:
+                        # 0 would mean "no expiry" to the SDK: use a time long past.
+                        provider.context.token_expiry_time = 1.0
+                        result = await session.call_tool("echo", {"text": "again"})
+                        results.append(str(result.content))
+    assert verifier.seen, "the MCP server never saw a bearer token"
+    return SdkRun(token_store.history, user.authorization_urls, token_store.client_info, results)
