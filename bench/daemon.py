@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if storage.name == "memory":
         seeded: Storage = storage
 
-        def prebuilt(_: object) -> Storage:
+        def prebuilt(config: object) -> Storage:
             return seeded
 
-        app_module.build_storage = prebuilt  # type: ignore[assignment]
+        app_module.build_storage = prebuilt  # type: ignore[attr-defined]
     return cli.main(["serve", "--config", str(args.config)])
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,8 @@ class Bench:
         self.password = "bench-" + secrets.token_urlsafe(12)
         self.password_hash = PasswordHasher().hash(self.password)
         self.baselines: list[Measurement] = []
+        self.baseline_samples: list[Measurement] = []  # every baseline load, for the spread
+        self.baseline: tuple[str, Path] | None = None
         self.measurements: list[Measurement] = []
         self.extras: dict[str, Any] = {"notes": []}
         self.profiles: list[dict[str, Any]] = []
@@ -264,16 +266,18 @@ class Bench:
         token = self.first_value(d.pools, scenario)
         headers = {k: fill(v, token, 0, 0) for k, v in scenario.headers.items()}
         body = fill(scenario.body, token, 0, 0).encode() if scenario.body else None
-        request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+        request = urllib.request.Request(
             d.url + scenario.path, data=body, headers=headers, method=scenario.method
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10) as response:
                 status, text = int(response.status), response.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             status, text = int(exc.code), exc.read().decode(errors="replace")
         if status in (404, 405) and scenario.route is not None:
-            raise SkipError(f"{scenario.route} is not served by this build: {scenario.name} skipped")
+            raise SkipError(
+                f"{scenario.route} is not served by this build: {scenario.name} skipped"
+            )
         if status != scenario.expect:
             raise RuntimeError(
                 f"sanity check: {scenario.name} on {d.backend} answered {status}, "
@@ -312,10 +316,10 @@ class Bench:
         probe = scenario_named(self.seed, "introspect-opaque")
         for token in tokens:
             body = fill(probe.body, token).encode()
-            request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+            request = urllib.request.Request(
                 d.url + probe.path, data=body, headers=probe.headers, method="POST"
             )
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10) as response:
                 if json.loads(response.read()).get("active") is not True:
                     raise RuntimeError("a token from the real HTTP flow does not introspect")
         self.log(f"{len(tokens)} grants through the real HTTP flow: introspect active")
@@ -338,22 +342,36 @@ class Bench:
                 start=offset,
             )
         for connections in self.opts.connections:
-            result, offset = self.load(
-                d.url,
-                scenario,
-                d.pools,
-                connections=connections,
-                duration=self.opts.duration,
-                start=offset,
-            )
+            start = offset
+
+            def run(c: int = connections, start: int = start) -> wrk.WrkResult:
+                result, _ = self.load(
+                    d.url,
+                    scenario,
+                    d.pools,
+                    connections=c,
+                    duration=self.opts.duration,
+                    start=start,
+                )
+                return result
+
+            paired: float | None = None
+            if connections == TARGET_CONNECTIONS:
+                result, paired = self.paired(run, connections)
+            else:
+                result = run()
+            if scenario.once:
+                offset = wrk.next_start(start, result)
             note = ""
             if result.exhausted:
                 note = f"pool exhausted ({result.exhausted} requests): raise --pool"
-            m = _measurement(scenario.name, d.backend, connections, result, note)
+            m = _measurement(scenario.name, d.backend, connections, result, note, paired)
             self.measurements.append(m)
+            ratio = report.ratio(m.rps, paired) if paired else None
             self.log(
                 f"{scenario.name:<18} {d.backend:<7} c={connections:<4} {m.rps:8.0f} req/s "
                 f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms errors {m.error_total}"
+                + (f"  ratio {ratio:.2f} (baseline {paired:.0f})" if ratio is not None else "")
             )
         if scenario.name in self.opts.profile and d.backend == self.opts.profile_backend:
             self.profile(d, scenario, offset)
@@ -394,12 +412,12 @@ class Bench:
         )
         self.log(f"profile of {scenario.name} on {d.backend} -> {raw.relative_to(ROOT)}\n{text}")
 
-    def run_baseline(self, when: str) -> None:
+    def start_baseline(self) -> None:
+        """The bare aiohttp baseline runs for the whole run (idle between measurements)."""
         port = procs.free_port()
-        where = self.tmp / f"baseline-{when}"
-        where.mkdir(parents=True, exist_ok=True)
+        where = self.tmp / "baseline"
         pools = where / "pools"
-        pools.mkdir()
+        pools.mkdir(parents=True, exist_ok=True)
         with (pools / "access.txt").open("w") as out:
             for i in range(self.opts.access_pool):
                 out.write(token_value(ACCESS_PREFIX, self.seed, i) + "\n")
@@ -407,29 +425,47 @@ class Bench:
         proc = procs.spawn(cmd, where / "baseline.log", cwd=ROOT)
         self.running.append(proc)
         url = f"http://127.0.0.1:{port}"
-        try:
-            procs.wait_ready(proc, url + "/readyz", timeout=60)
-            scenario = baseline_scenario(self.seed)
-            if self.opts.warmup > 0:
-                self.load(
-                    url,
-                    scenario,
-                    pools,
-                    connections=TARGET_CONNECTIONS,
-                    duration=self.opts.warmup,
-                )
-            for connections in self.opts.connections:
-                result, _ = self.load(
-                    url, scenario, pools, connections=connections, duration=self.opts.duration
-                )
-                m = _measurement("baseline", "aiohttp", connections, result, when)
-                self.baselines.append(m)
-                self.log(
-                    f"baseline ({when}) c={connections:<4} {m.rps:8.0f} req/s "
-                    f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms"
-                )
-        finally:
-            self.stop(proc)
+        procs.wait_ready(proc, url + "/readyz", timeout=60)
+        self.baseline = (url, pools)
+
+    def baseline_load(self, connections: int, duration: float) -> wrk.WrkResult:
+        if self.baseline is None:
+            raise RuntimeError("the baseline is not running")
+        url, pools = self.baseline
+        result, _ = self.load(
+            url,
+            baseline_scenario(self.seed),
+            pools,
+            connections=connections,
+            duration=duration,
+        )
+        self.baseline_samples.append(_measurement("baseline", "aiohttp", connections, result))
+        return result
+
+    def run_baseline(self, when: str) -> None:
+        if self.opts.warmup > 0:
+            self.baseline_load(TARGET_CONNECTIONS, self.opts.warmup)
+            self.baseline_samples.pop()  # a warm-up is not a sample
+        for connections in self.opts.connections:
+            result = self.baseline_load(connections, self.opts.duration)
+            m = _measurement("baseline", "aiohttp", connections, result, when)
+            self.baselines.append(m)
+            self.log(
+                f"baseline ({when}) c={connections:<4} {m.rps:8.0f} req/s "
+                f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms"
+            )
+
+    def paired(
+        self, run: Callable[[], wrk.WrkResult], connections: int
+    ) -> tuple[wrk.WrkResult, float]:
+        """``run()`` sandwiched between two baseline halves at the same connection count;
+        returns its result and the mean baseline req/s around it. A slow drift of the
+        machine's load then hits both sides of the ratio alike."""
+        half = max(1.0, self.opts.duration / 2)
+        before = self.baseline_load(connections, half)
+        result = run()
+        after = self.baseline_load(connections, half)
+        return result, (before.rps + after.rps) / 2
 
     def run_backend(self, backend: str) -> None:
         chosen = [s for s in all_scenarios(self.seed) if s.name in self.opts.scenarios]
@@ -464,15 +500,23 @@ class Bench:
                 self.stop(d.proc)
 
     # ------------------------------------------------------------------ extras
-    def intro_rps(self, d: Daemon, connections: int = TARGET_CONNECTIONS) -> wrk.WrkResult:
+    def intro_rps(self, d: Daemon, connections: int = TARGET_CONNECTIONS) -> tuple[float, float]:
+        """Opaque introspection req/s on ``d`` and the paired baseline req/s around it."""
         scenario = scenario_named(self.seed, "introspect-opaque")
         self.sanity(d, scenario)
         if self.opts.warmup > 0:
             self.load(d.url, scenario, d.pools, connections=connections, duration=self.opts.warmup)
-        result, _ = self.load(
-            d.url, scenario, d.pools, connections=connections, duration=self.opts.duration
-        )
-        return result
+
+        def run() -> wrk.WrkResult:
+            result, _ = self.load(
+                d.url, scenario, d.pools, connections=connections, duration=self.opts.duration
+            )
+            if result.errors:
+                self.note(f"{d.label}: {result.errors} errors {result.error_counts()}")
+            return result
+
+        result, baseline = self.paired(run, connections)
+        return result.rps, baseline
 
     def extra_startup(self) -> None:
         found = []
@@ -497,7 +541,8 @@ class Bench:
         self.extras["startup"] = found
 
     def extra_workers(self) -> None:
-        results = {}
+        rps: dict[int, float] = {}
+        base: dict[int, float] = {}
         for workers in (1, 2):
             with self.daemon(
                 "sqlite",
@@ -506,29 +551,39 @@ class Bench:
                 grants=self.opts.access_pool,
                 access_pool=self.opts.access_pool,
             ) as d:
-                results[workers] = self.intro_rps(d).rps
-                self.log(f"introspect-opaque sqlite, {workers} worker(s): {results[workers]:.0f}")
+                rps[workers], base[workers] = self.intro_rps(d)
+                self.log(
+                    f"introspect-opaque sqlite, {workers} worker(s): {rps[workers]:.0f} req/s "
+                    f"(baseline {base[workers]:.0f})"
+                )
         self.extras["workers"] = {
             "scenario": "introspect-opaque",
             "connections": TARGET_CONNECTIONS,
-            "one": round(results[1], 1),
-            "two": round(results[2], 1),
-            "ratio": round(results[2] / results[1], 3) if results[1] else 0.0,
+            "one": round(rps[1], 1),
+            "two": round(rps[2], 1),
+            "raw_ratio": round(rps[2] / rps[1], 3) if rps[1] else 0.0,
+            # Each side divided by the baseline measured around it: drift cancels out.
+            "ratio": round((rps[2] / base[2]) / (rps[1] / base[1]), 3) if rps[1] else 0.0,
         }
 
     def extra_state(self) -> None:
         found = []
         for backend in self.opts.state_backends:
             rps: dict[int, float] = {}
-            for size in (SMALL_STATE, self.opts.state_grants):
+            base: dict[int, float] = {}
+            large = self.opts.state_grants
+            for size in (SMALL_STATE, large):
                 try:
                     with self.daemon(
                         backend, f"state-{backend}-{size}", grants=size, access_pool=SMALL_STATE
                     ) as d:
                         if backend == "memory" and size == self.opts.rss_grants:
                             self.record_rss(d, size)
-                        rps[size] = self.intro_rps(d).rps
-                        self.log(f"introspect-opaque {backend}, {size:,} grants: {rps[size]:.0f}")
+                        rps[size], base[size] = self.intro_rps(d)
+                        self.log(
+                            f"introspect-opaque {backend}, {size:,} grants: {rps[size]:.0f} "
+                            f"req/s (baseline {base[size]:.0f})"
+                        )
                 except SkipError as exc:
                     self.note(str(exc))
                     break
@@ -537,10 +592,13 @@ class Bench:
                     {
                         "backend": backend,
                         "small": SMALL_STATE,
-                        "large": self.opts.state_grants,
+                        "large": large,
                         "small_rps": round(rps[SMALL_STATE], 1),
-                        "large_rps": round(rps[self.opts.state_grants], 1),
-                        "ratio": round(rps[self.opts.state_grants] / rps[SMALL_STATE], 3),
+                        "large_rps": round(rps[large], 1),
+                        "raw_ratio": round(rps[large] / rps[SMALL_STATE], 3),
+                        "ratio": round(
+                            (rps[large] / base[large]) / (rps[SMALL_STATE] / base[SMALL_STATE]), 3
+                        ),
                     }
                 )
         self.extras["state"] = found
@@ -606,6 +664,7 @@ class Bench:
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
         opts = self.opts
+        self.start_baseline()
         self.run_baseline("start")
         for backend in opts.backends:
             try:
@@ -631,9 +690,7 @@ class Bench:
         self.run_baseline("end")
 
     def meta(self) -> dict[str, Any]:
-        options = {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.opts).items()
-        }
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.opts).items()}
         return {
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "git": _git_revision(),
@@ -649,7 +706,12 @@ class Bench:
 
 
 def _measurement(
-    scenario: str, backend: str, connections: int, result: wrk.WrkResult, note: str = ""
+    scenario: str,
+    backend: str,
+    connections: int,
+    result: wrk.WrkResult,
+    note: str = "",
+    paired: float | None = None,
 ) -> Measurement:
     return Measurement(
         scenario=scenario,
@@ -662,6 +724,7 @@ def _measurement(
         duration_s=round(result.duration_s, 2),
         errors=result.error_counts(),
         note=note,
+        paired_baseline_rps=None if paired is None else round(paired, 1),
     )
 
 
@@ -700,7 +763,7 @@ def _read_int(path: str) -> int | None:
 def _git_revision() -> str | None:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH
+            ["git", "rev-parse", "--short", "HEAD"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -719,7 +782,11 @@ def _wrk_version() -> str | None:
         )
     except (OSError, wrk.WrkError, subprocess.TimeoutExpired):
         return None
-    return (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else None
+    return (
+        (done.stdout or done.stderr).splitlines()[0].strip()
+        if (done.stdout or done.stderr)
+        else None
+    )
 
 
 def estimate_seconds(opts: Options) -> float:
@@ -778,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         return status or 1
     base = report.baseline_by_connections(bench.baselines)
     table_rows = report.rows(bench.measurements, base)
-    drift = report.baseline_drift(bench.baselines)
+    drift = report.baseline_drift(bench.baseline_samples)
     extras = {**bench.extras, "profiles": bench.profiles}
     print()
     print(report.format_table(table_rows, bench.baselines, drift))

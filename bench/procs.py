@@ -62,7 +62,7 @@ def spawn(
     log = log_path.open("wb")
     spawned_at = time.perf_counter()
     try:
-        popen = subprocess.Popen(  # noqa: S603 - our own argument list
+        popen = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -78,7 +78,7 @@ def spawn(
 
 def get_status(url: str, timeout: float = 2.0) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -151,7 +151,9 @@ def log_events(path: Path, event: str) -> list[dict[str, Any]]:
     return found
 
 
-def wait_for_event(path: Path, event: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+def wait_for_event(
+    path: Path, event: str, count: int = 1, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         found = log_events(path, event)

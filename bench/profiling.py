@@ -150,7 +150,7 @@ def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[byt
             "py-spy is not installed: .venv/bin/python -m pip install py-spy "
             "(or pip install -e '.[bench]')"
         )
-    return subprocess.Popen(  # noqa: S603 - our own argument list
+    return subprocess.Popen(
         record_command(binary, pid, seconds, out),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -45,6 +45,9 @@ class Measurement:
     duration_s: float
     errors: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    #: The baseline measured right around this measurement (half before, half after), when
+    #: the run pairs them; the ratio then divides by this instead of the run's mean.
+    paired_baseline_rps: float | None = None
 
     @property
     def error_total(self) -> int:
@@ -89,13 +92,18 @@ def ratio(rps: float, baseline_rps: float | None) -> float | None:
     return rps / baseline_rps
 
 
+def ratio_of(m: Measurement, baseline: Mapping[int, float]) -> float | None:
+    """To the paired baseline when there is one, else to the run's mean at that count."""
+    return ratio(m.rps, m.paired_baseline_rps or baseline.get(m.connections))
+
+
 def rows(measurements: Iterable[Measurement], baseline: Mapping[int, float]) -> list[Row]:
     out = []
     for m in measurements:
         target = (
             TARGETS.get((m.scenario, m.backend)) if m.connections == TARGET_CONNECTIONS else None
         )
-        out.append(Row(m, ratio(m.rps, baseline.get(m.connections)), target))
+        out.append(Row(m, ratio_of(m, baseline), target))
     return out
 
 
@@ -113,13 +121,13 @@ def format_table(
 ) -> str:
     header = (
         f"{'scenario':<18} {'backend':<8} {'conns':>5} {'req/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'ratio':>6} {'target':>7}  errors"
+        f"{'p99 ms':>8} {'ratio':>6}  {'target':>7}  errors"
     )
     lines = [header, "-" * len(header)]
     for b in baselines:
         lines.append(
             f"{'baseline':<18} {'aiohttp':<8} {b.connections:>5} {b.rps:>8.0f} "
-            f"{b.p50_ms:>8.2f} {b.p99_ms:>8.2f} {'1.00':>6} {'':>7}  {_fmt_errors(b.errors)}"
+            f"{b.p50_ms:>8.2f} {b.p99_ms:>8.2f} {'1.00':>6}  {'':>7}  {_fmt_errors(b.errors)}"
             + (f"  ({b.note})" if b.note else "")
         )
     for row in table_rows:
@@ -128,12 +136,18 @@ def format_table(
         verdict = f" {row.verdict}" if row.verdict else ""
         lines.append(
             f"{m.scenario:<18} {m.backend:<8} {m.connections:>5} {m.rps:>8.0f} "
-            f"{m.p50_ms:>8.2f} {m.p99_ms:>8.2f} {_fmt_ratio(row.ratio):>6} {target:>7}  "
+            f"{m.p50_ms:>8.2f} {m.p99_ms:>8.2f} "
+            f"{_fmt_ratio(row.ratio):>6}{'*' if m.paired_baseline_rps else ' '} {target:>7}  "
             f"{_fmt_errors(m.errors)}{verdict}" + (f"  ({m.note})" if m.note else "")
+        )
+    if any(r.measurement.paired_baseline_rps for r in table_rows):
+        lines.append(
+            "ratio*: to the baseline measured right around it (half before, half after); "
+            "other ratios: to the mean baseline of the run at that connection count"
         )
     if drift:
         spread = ", ".join(f"c={c}: {d:.0%}" for c, d in sorted(drift.items()))
-        lines.append(f"baseline spread between start and end of run: {spread}")
+        lines.append(f"baseline spread over the run (max-min)/mean: {spread}")
     return "\n".join(lines)
 
 
@@ -145,15 +159,17 @@ def format_extras(extras: Mapping[str, Any]) -> str:
         verdict = "PASS" if workers["ratio"] >= WORKERS_TARGET else "FAIL"
         lines.append(
             f"two sqlite workers vs one ({workers['scenario']}, c={workers['connections']}): "
-            f"{workers['one']:.0f} -> {workers['two']:.0f} req/s = {workers['ratio']:.2f}x "
-            f"(target >= {WORKERS_TARGET}x) {verdict}"
+            f"{workers['one']:.0f} -> {workers['two']:.0f} req/s, "
+            f"{workers['ratio']:.2f}x baseline-normalised ({workers.get('raw_ratio', 0):.2f}x "
+            f"raw) (target >= {WORKERS_TARGET}x) {verdict}"
         )
     for state in extras.get("state", []):
         verdict = "PASS" if abs(1 - state["ratio"]) <= STATE_TOLERANCE else "FAIL"
         lines.append(
             f"introspection with {state['large']:,} vs {state['small']:,} grants "
-            f"({state['backend']}): {state['large_rps']:.0f} vs {state['small_rps']:.0f} req/s "
-            f"= {state['ratio']:.2f} (target within {STATE_TOLERANCE:.0%}) {verdict}"
+            f"({state['backend']}): {state['large_rps']:.0f} vs {state['small_rps']:.0f} req/s, "
+            f"{state['ratio']:.2f} baseline-normalised ({state.get('raw_ratio', 0):.2f} raw) "
+            f"(target within {STATE_TOLERANCE:.0%}) {verdict}"
         )
     c10k = extras.get("c10k")
     if c10k:

@@ -158,4 +158,6 @@ SCENARIO_NAMES = tuple(s.name for s in all_scenarios("x"))
 
 def fill(template: str, token: str, n: int = 1, thread: int = 1) -> str:
     """The template with its placeholders filled (what the Lua script sends)."""
-    return template.replace("{token}", token).replace("{n}", str(n)).replace("{thread}", str(thread))
+    return (
+        template.replace("{token}", token).replace("{n}", str(n)).replace("{thread}", str(thread))
+    )

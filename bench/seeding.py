@@ -202,9 +202,7 @@ def _sqlite_rows(
     g_rows, a_rows, r_rows = [], [], []
     for seeded in grants:
         g, a, r = seeded.grant, seeded.access, seeded.refresh
-        g_rows.append(
-            (g.grant_id, g.subject, g.client_id, g.expires_at, None, g.model_dump_json())
-        )
+        g_rows.append((g.grant_id, g.subject, g.client_id, g.expires_at, None, g.model_dump_json()))
         a_rows.append((a.token_hash, a.jti, a.grant_id, a.expires_at, a.model_dump_json()))
         r_rows.append((r.token_hash, r.grant_id, r.expires_at, r.model_dump_json()))
     return g_rows, a_rows, r_rows
@@ -219,7 +217,7 @@ def seed_sqlite_raw(
     path: Path, spec: SeedSpec, sign: Signer | None, keep: Callable[[int, SeededGrant], None]
 ) -> None:
     """Batched INSERTs into the schema ``SqliteStorage.open()`` created."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path.expanduser(), isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous = OFF")  # seeding only; the daemon sets its own
         for batch in _batches(spec.grants, SQLITE_BATCH):
@@ -250,7 +248,9 @@ def seed_sqlite_raw(
             rows = []
             for index in batch:
                 code, _ = code_of(spec, index)
-                rows.append((code.code_hash, code.grant_id, code.expires_at, code.model_dump_json()))
+                rows.append(
+                    (code.code_hash, code.grant_id, code.expires_at, code.model_dump_json())
+                )
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO codes (code_hash, grant_id, expires_at, data) VALUES (?, ?, ?, ?)",
@@ -333,9 +333,7 @@ def write_pools(spec: SeedSpec, pool_dir: Path, access_tokens: dict[int, str]) -
             out.write(code_value(spec, index) + "\n")
 
 
-async def seed(
-    storage: Storage, config: Config, spec: SeedSpec, pool_dir: Path
-) -> dict[str, Any]:
+async def seed(storage: Storage, config: Config, spec: SeedSpec, pool_dir: Path) -> dict[str, Any]:
     """Seed ``storage`` (opened here; the caller closes it) and write the pool files.
     Returns a small report (counts, method, seconds)."""
     started = time.perf_counter()
@@ -355,8 +353,7 @@ async def seed(
     method = "storage API"
     if isinstance(config.storage, SqliteStorageConfig) and spec.grants + spec.codes > 0:
         method = "raw batched SQL"
-        path = Path(config.storage.path).expanduser()
-        await asyncio.to_thread(seed_sqlite_raw, path, spec, sign, keep)
+        await asyncio.to_thread(seed_sqlite_raw, config.storage.path, spec, sign, keep)
     else:
         in_flight = REDIS_IN_FLIGHT if storage.name == "redis" else 1
         await seed_through_api(storage, spec, sign, keep, in_flight)
@@ -370,4 +367,3 @@ async def seed(
         "method": method,
         "seconds": round(time.perf_counter() - started, 2),
     }
-

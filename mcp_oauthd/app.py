@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -30,7 +31,6 @@ from mcp_oauthd.http.pages import Pages
 from mcp_oauthd.http.ratelimit import rate_limit_middleware
 from mcp_oauthd.oauth import metadata as md
 from mcp_oauthd.oauth.redirects import RedirectPolicy
-from mcp_oauthd.oauth.redirects import validate as validate_redirect
 from mcp_oauthd.observability.instrumented import instrument_provider, instrument_storage
 from mcp_oauthd.observability.metrics import METRICS, METRICS_PATH, Metrics, serve_separately
 from mcp_oauthd.observability.tracing import TRACING, build_tracing
@@ -46,6 +46,7 @@ from mcp_oauthd.service.context import Services
 from mcp_oauthd.service.introspect import IntrospectionService
 from mcp_oauthd.service.jwt import SigningKeyManager
 from mcp_oauthd.service.registration import RegistrationService
+from mcp_oauthd.service.reload import validate_clients
 from mcp_oauthd.service.token import TokenService
 from mcp_oauthd.storage import build_storage
 from mcp_oauthd.storage.base import Storage
@@ -100,9 +101,7 @@ def create_app(
         allow_custom_schemes=config.security.redirect.allow_custom_schemes,
         allow_http=config.security.redirect.allow_http,
     )
-    for client in config.clients:
-        for uri in client.redirect_uris:
-            validate_redirect(uri, policy)
+    validate_clients(config)
     material = load_key_material(config)
     cimd = (
         CimdFetcher(
@@ -157,12 +156,15 @@ def create_app(
     app[browser.COOKIES] = BrowserCookies(services.signer, https)
 
     registrations = RegistrationService(services)
-    as_meta = md.authorization_server_metadata(
-        config,
-        introspection_enabled=True,
-        registration_enabled=registrations.enabled,
-        cimd_enabled=cimd is not None,
-    )
+
+    def as_meta(current: Config) -> dict[str, Any]:
+        return md.authorization_server_metadata(
+            current,
+            introspection_enabled=True,
+            registration_enabled=registrations.enabled,
+            cimd_enabled=cimd is not None,
+        )
+
     discovery.add_routes(app, config, as_meta)
     registration.add_routes(app, prefix, registrations)
     browser.add_routes(app, prefix)

@@ -208,7 +208,7 @@ def _cmd_serve(option: Path | None, workers: int | None = None) -> int:
     from mcp_oauthd.server import run
 
     with contextlib.suppress(KeyboardInterrupt):  # run() handles SIGINT; this is a backstop
-        return run(config, auditor=auditor)
+        return run(config, auditor=auditor, config_path=path)
     return EXIT_OK
 
 

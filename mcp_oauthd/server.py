@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -40,14 +41,48 @@ def _listen(config: Config, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def reload_config(app: web.Application, config_path: Path | None) -> None:
+    """SIGHUP: read the config again and apply what may change while running. A broken
+    or restart-only change is refused and logged; the daemon keeps its old config."""
+    from mcp_oauthd.config.loader import ConfigError, load_config
+    from mcp_oauthd.http import keys
+    from mcp_oauthd.observability.logging import configure_logging
+    from mcp_oauthd.service.reload import apply
+
+    services = app[keys.SERVICES]
+    try:
+        new = load_config(config_path)
+        result = apply(services, new)
+    except ConfigError as exc:
+        services.auditor.emit("config.reload_refused", problems=len(exc.problems))
+        log.error(
+            "config reload refused; keeping the running config",
+            problems=[str(p) for p in exc.problems],
+        )
+        return
+    except ValueError as exc:  # a redirect URI the running daemon would refuse
+        log.error("config reload refused; keeping the running config", problem=str(exc))
+        return
+    if not result.applied:
+        log.error(
+            "config reload refused; keeping the running config",
+            restart_needed=result.restart_needed,
+        )
+        return
+    if "logging" in result.changed:
+        configure_logging(new.logging)
+    log.info("config reloaded", changed=result.changed)
+
+
 async def serve(
     config: Config,
     *,
     auditor: Auditor | None = None,
     reuse_port: bool = False,
     worker: int = 0,
+    config_path: Path | None = None,
 ) -> None:
-    """Serve one process until SIGTERM/SIGINT, then drain."""
+    """Serve one process until SIGTERM/SIGINT, then drain. SIGHUP reloads the config."""
     from mcp_oauthd.app import create_app
 
     started = time.perf_counter()
@@ -74,6 +109,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_config, app, config_path)
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests", worker=worker)
@@ -82,21 +118,23 @@ async def serve(
         log.info("stopped", worker=worker)
 
 
-def _worker_main(config: Config, worker: int) -> None:
+def _worker_main(config: Config, worker: int, config_path: Path | None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, reuse_port=True, worker=worker))
+        asyncio.run(serve(config, reuse_port=True, worker=worker, config_path=config_path))
 
 
-def run(config: Config, *, auditor: Auditor | None = None) -> int:
+def run(config: Config, *, auditor: Auditor | None = None, config_path: Path | None = None) -> int:
     """Run the configured number of processes; return an exit status."""
     workers = config.server.workers
     if workers <= 1:
-        asyncio.run(serve(config, auditor=auditor))
+        asyncio.run(serve(config, auditor=auditor, config_path=config_path))
         return 0
     context = multiprocessing.get_context("fork")
     children: list[BaseProcess] = []
     for index in range(workers):
-        child = context.Process(target=_worker_main, args=(config, index), daemon=False)
+        child = context.Process(
+            target=_worker_main, args=(config, index, config_path), daemon=False
+        )
         child.start()
         children.append(child)
     log.info("workers started", workers=workers, pids=[c.pid for c in children])
@@ -108,6 +146,7 @@ def run(config: Config, *, auditor: Auditor | None = None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its own config
     status = 0
     for process in children:
         process.join()

@@ -44,7 +44,7 @@ def render(request: web.Request, outcome: Outcome, status_for_redirect: int = 30
     if isinstance(outcome, Page):
         context = dict(outcome.context)
         if outcome.template == "consent":
-            context["action"] = endpoint(app[keys.CONFIG].issuer, CONSENT_PATH)
+            context["action"] = endpoint(app[keys.SERVICES].config.issuer, CONSENT_PATH)
         return app[keys.PAGES].render(outcome.template, context, outcome.status)
     if is_custom_scheme(outcome.location):
         # Browsers show their own prompt for app schemes; give the user a real page too.
@@ -56,8 +56,10 @@ def render(request: web.Request, outcome: Outcome, status_for_redirect: int = 30
         # Never 307: it would re-POST the consent form to the client (RFC 9700 §4.12).
         response = web.Response(status=status_for_redirect, headers={"Location": outcome.location})
         response.headers["Cache-Control"] = "no-store"
-    if outcome.subject and app[keys.CONFIG].consent.remember:
-        app[COOKIES].set_user(response, outcome.subject, int(app[keys.CONFIG].consent.remember_ttl))
+    if outcome.subject and app[keys.SERVICES].config.consent.remember:
+        app[COOKIES].set_user(
+            response, outcome.subject, int(app[keys.SERVICES].config.consent.remember_ttl)
+        )
     return response
 
 

@@ -53,5 +53,5 @@ def resolve(peer: str | None, forwarded_for: str | None, proxy: ProxyConfig) -> 
 
 
 def client_ip(request: web.Request) -> str:
-    config = request.app[keys.CONFIG]
+    config = request.app[keys.SERVICES].config
     return resolve(request.remote, request.headers.get("X-Forwarded-For"), config.proxy)

@@ -64,7 +64,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.headers["X-Request-ID"] = request_id
         return response
     finally:
-        if request.app[keys.CONFIG].logging.access_log:
+        if request.app[keys.SERVICES].config.logging.access_log:
             access_log.info(
                 "request",
                 method=request.method,

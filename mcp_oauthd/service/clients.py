@@ -100,6 +100,10 @@ class ClientRegistry:
     def cimd(self) -> CimdFetcher | None:
         return self._cimd
 
+    def with_config(self, config: Config) -> ClientRegistry:
+        """A registry for a reloaded config: new static clients, same storage and fetcher."""
+        return ClientRegistry(config, self._storage, clock=self._clock, cimd=self._cimd)
+
     async def get(self, client_id: str) -> ClientRecord | None:
         """The client, or None when unknown or expired.
 

@@ -32,3 +32,9 @@ class Services:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def reload(self, config: Config) -> None:
+        """Swap in a reloaded config (see ``service.reload`` for what may change): every
+        request after this sees the new clients, resources, policy and consent rules."""
+        self.config = config
+        self.clients = self.clients.with_config(config)

@@ -180,7 +180,14 @@ def required_scopes(
 class IntrospectionService:
     def __init__(self, services: Services) -> None:
         self.s = services
-        self.resource_servers = ResourceServers(services.config)
+        self._servers = (services.config, ResourceServers(services.config))
+
+    @property
+    def resource_servers(self) -> ResourceServers:
+        """The introspection credentials of the current config (it may be reloaded)."""
+        if self._servers[0] is not self.s.config:
+            self._servers = (self.s.config, ResourceServers(self.s.config))
+        return self._servers[1]
 
     def _resource(self, uri: str | None) -> ResourceConfig:
         resources = self.s.config.resources

@@ -93,6 +93,14 @@ def _messages(exc: BaseException) -> str:
     return "\n".join(seen)
 
 
+async def _outcome(call: Awaitable[UpstreamTokens]) -> UpstreamTokens | UpstreamError:
+    """The result of ``call``, or the ``UpstreamError`` it raised."""
+    try:
+        return await call
+    except UpstreamError as exc:
+        return exc
+
+
 class ProviderContract:
     """Subclass it; provide the ``provider`` and ``complete_upstream_login`` fixtures."""
 
@@ -128,9 +136,7 @@ class ProviderContract:
         )
         return url, state, verifier, challenge, nonce
 
-    async def log_in(
-        self, provider: Provider, complete: CompleteLogin, redirect_uri: str
-    ) -> Login:
+    async def log_in(self, provider: Provider, complete: CompleteLogin, redirect_uri: str) -> Login:
         """Walk one upstream login up to (not including) the code redemption."""
         url, state, verifier, challenge, nonce = await self.begin(provider, redirect_uri)
         answer = await complete(url)
@@ -251,15 +257,15 @@ class ProviderContract:
         login = await self.log_in(provider, complete_upstream_login, redirect_uri)
         _, tokens = await self.redeem(provider, login, redirect_uri)
 
-        try:
-            renewed = await provider.refresh(tokens)
-        except UpstreamError as exc:
-            assert exc.kind in UPSTREAM_ERROR_KINDS
+        outcome = await _outcome(provider.refresh(tokens))
+
+        if isinstance(outcome, UpstreamError):
+            assert outcome.kind in UPSTREAM_ERROR_KINDS
             for secret in (tokens.access_token, tokens.refresh_token):
-                assert secret is None or secret not in _messages(exc)
+                assert secret is None or secret not in _messages(outcome)
         else:
-            assert isinstance(renewed, UpstreamTokens)
-            assert renewed.access_token
+            assert isinstance(outcome, UpstreamTokens)
+            assert outcome.access_token
 
     async def test_a_dead_upstream_grant_is_an_invalid_grant_or_nothing_to_renew(
         self, provider: Provider
@@ -269,13 +275,13 @@ class ProviderContract:
             refresh_token="dead-" + secrets.token_urlsafe(16),
         )
 
-        try:
-            renewed = await provider.refresh(dead)
-        except UpstreamError as exc:
+        outcome = await _outcome(provider.refresh(dead))
+
+        if isinstance(outcome, UpstreamError):
             # The daemon revokes its own grant on exactly this kind.
-            assert exc.kind == "invalid_grant"
+            assert outcome.kind == "invalid_grant"
             assert dead.refresh_token is not None
-            assert dead.refresh_token not in _messages(exc)
+            assert dead.refresh_token not in _messages(outcome)
         else:
             # A provider without upstream refresh (e.g. ``local``) keeps what it has.
-            assert isinstance(renewed, UpstreamTokens)
+            assert isinstance(outcome, UpstreamTokens)

@@ -63,7 +63,7 @@ def test_a_plugin_section_is_frozen_like_every_section(tmp_path: Path) -> None:
     provider = load_config(path, environ={}).provider
 
     with pytest.raises(ValueError, match="frozen"):
-        provider.type = "local"
+        provider.type = "local"  # type: ignore[misc]
 
 
 def test_a_missing_required_plugin_key_is_reported_with_its_dotted_path(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def minimal_yaml(tmp_path: Path, provider: str) -> Path:
 def problems_of(path: Path) -> list[tuple[str, str, str]]:
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
-    return [tuple(p) for p in caught.value.problems]
+    return [(p.path, p.message, p.hint) for p in caught.value.problems]
 
 
 def run_cli(*args: str, site: Path) -> subprocess.CompletedProcess[str]:

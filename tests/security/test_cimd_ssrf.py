@@ -42,6 +42,7 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     async def resolve(self: Any, host: str, port: int = 0, family: Any = 0) -> list[Any]:
         # The attacker's DNS name points at the metadata service.
         assert host == ATTACKER_HOST, host
+        attempts.append(("resolved", host))
         return [
             {
                 "hostname": host,
@@ -82,7 +83,9 @@ async def test_a_client_id_pointing_at_the_metadata_service_is_refused_unfetched
     assert not reached_metadata(connections)
     refused = daemon.events("cimd.refused")
     assert refused and refused[-1]["client_id"] == client_id
-    print(refused[-1]["reason"])
+    assert "private, local or reserved" in refused[-1]["reason"]
+    if ATTACKER_HOST in client_id:
+        assert ("resolved", ATTACKER_HOST) in connections  # refused on the resolved address
 
 
 async def test_the_token_endpoint_does_not_fetch_it_either(

@@ -161,3 +161,50 @@ async def test_sigterm_lets_an_in_flight_request_finish(
         assert result.status == 302
         assert "error=temporarily_unavailable" in (result.location or "")
         assert await asyncio.wait_for(daemon.proc.wait(), 30) == 0
+
+
+async def test_sighup_reloads_clients_and_policy_and_keeps_the_old_config_when_broken(
+    tmp_path: Path, spawn: Any, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    path = write_config(tmp_path, port)
+    daemon = await spawn("serve", "--config", str(path))
+    await daemon.wait_for("ready")
+    issuer = f"http://127.0.0.1:{port}"
+    assert await flow.tokens(http, issuer, username="alice", password=DEMO_PASSWORD)
+
+    # A new client and a policy that shuts alice out, applied without a restart.
+    new_clients = [
+        {"client_id": "cli", "redirect_uris": ["http://127.0.0.1/callback"]},
+        {"client_id": "late", "redirect_uris": ["http://127.0.0.1/late"]},
+    ]
+    write_config(
+        tmp_path, port, clients=new_clients, access_policy={"allowed_emails": ["bob@x.example"]}
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    [reloaded] = await daemon.wait_for("config reloaded")
+    assert set(reloaded["changed"]) == {"clients", "access_policy"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        result = await flow.login(
+            browser,
+            issuer,
+            username="alice",
+            password=DEMO_PASSWORD,
+            client_id="late",
+            redirect_uri="http://127.0.0.1:4444/late",
+        )
+    assert result.hop.status == 403  # the new client exists; the new policy refuses alice
+
+    # A broken file is refused; the daemon keeps serving with what it had.
+    path.write_text(path.read_text().replace("clients:", "clientz:"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    await daemon.wait_for("config reload refused; keeping the running config")
+    # An issuer change needs a restart: refused too.
+    write_config(tmp_path, port, issuer=f"http://127.0.0.1:{port + 1}", clients=new_clients)
+    daemon.proc.send_signal(signal.SIGHUP)
+    refusals = await daemon.wait_for("config reload refused; keeping the running config", 2)
+    assert refusals[-1]["restart_needed"] == ["issuer"]
+    async with http.get(issuer + "/readyz") as resp:
+        assert resp.status == 200
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(daemon.proc.wait(), 60) == 0
