@@ -160,6 +160,7 @@ class PluginFailure:
     version: str | None
     target: str
     error: str
+    ambiguous: bool = False  # several distributions declare this type
 
     @property
     def origin(self) -> str:
@@ -201,6 +202,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _failure_message(failure: PluginFailure) -> str:
+    if failure.ambiguous:
+        return f"{failure.kind} type {failure.name!r} is declared by {failure.error}"
     return (
         f"{failure.kind} type {failure.name!r} comes from plugin {failure.origin} "
         f"which failed to load: {failure.error}"
@@ -318,14 +321,20 @@ class Registry(Generic[D]):
             ]
         source = candidates[0]
 
-        def fail(error: str) -> None:
+        def fail(error: str, *, ambiguous: bool = False) -> None:
             slot.failure = PluginFailure(
-                self.kind, name, source.distribution, source.version, source.target, error
+                self.kind,
+                name,
+                source.distribution,
+                source.version,
+                source.target,
+                error,
+                ambiguous,
             )
 
         if len(candidates) > 1:
             origins = ", ".join(sorted(s.origin for s in candidates))
-            fail(f"several plugins declare it ({origins}); uninstall all but one")
+            fail(f"several plugins ({origins}); uninstall all but one", ambiguous=True)
             return
         try:
             obj = source.load()

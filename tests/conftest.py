@@ -91,4 +91,4 @@ ConfigFactory = Callable[..., Config]
 
 
 # Daemon fixtures (a real mcp-oauthd on a loopback port) for every test folder.
-pytest_plugins = ["tests.daemon"]
+pytest_plugins = ["tests.daemon", "tests.processes"]

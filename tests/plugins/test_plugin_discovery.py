@@ -268,3 +268,24 @@ def test_an_entry_point_that_is_not_a_descriptor_is_reported(tmp_path: Path) -> 
         "storage type 'postgres' comes from plugin odd-plugin 2.0 which failed to load: "
         "odd_plugin:PLUGIN must be a StoragePlugin, not 'object'"
     )
+
+
+def test_two_distributions_declaring_one_type_make_it_fail_to_load(tmp_path: Path) -> None:
+    sites = [
+        write_distribution(
+            tmp_path / f"site-{dist}",
+            dist,
+            "1.0",
+            entry_points={plugins.PROVIDER_GROUP: {"ldap": f"{dist.replace('-', '_')}:PLUGIN"}},
+            modules={dist.replace("-", "_"): "raise AssertionError('must never be imported')\n"},
+        )
+        for dist in ("ldap-a", "ldap-b")
+    ]
+
+    with on_path(*sites), pytest.raises(plugins.PluginLoadFailed) as caught:
+        plugins.providers.get("ldap")
+
+    assert str(caught.value) == (
+        "provider type 'ldap' is declared by several plugins (ldap-a 1.0, ldap-b 1.0); "
+        "uninstall all but one"
+    )
