@@ -29,7 +29,7 @@ import yaml
 from argon2 import PasswordHasher
 
 from bench import configs, lua, procs, profiling, report, wrk
-from bench.options import Options, parse
+from bench.options import Options, parse, scenarios_for
 from bench.report import TARGET_CONNECTIONS, Measurement
 from bench.scenarios import Scenario, all_scenarios, baseline_scenario, fill, scenario_named
 from bench.seeding import SeedSpec, token_value
@@ -468,7 +468,8 @@ class Bench:
         return result, (before.rps + after.rps) / 2
 
     def run_backend(self, backend: str) -> None:
-        chosen = [s for s in all_scenarios(self.seed) if s.name in self.opts.scenarios]
+        names = scenarios_for(self.opts, backend)
+        chosen = [s for s in all_scenarios(self.seed) if s.name in names]
         for token_format in ("opaque", "jwt"):
             scenarios = [s for s in chosen if s.token_format == token_format]
             if not scenarios:
@@ -791,21 +792,23 @@ def _wrk_version() -> str | None:
 
 def estimate_seconds(opts: Options) -> float:
     """A rough duration of the run (pure): load time plus start-up and seeding."""
-    per_scenario = opts.warmup + opts.duration * len(opts.connections) + 2
-    scenarios = len(opts.scenarios) * len(opts.backends)
+    paired = opts.duration if TARGET_CONNECTIONS in opts.connections else 0.0
+    per_scenario = opts.warmup + opts.duration * len(opts.connections) + paired + 2
+    scenarios = sum(len(scenarios_for(opts, b)) for b in opts.backends)
     daemons = len(opts.backends) * 2
-    total = per_scenario * scenarios + daemons * 8
-    total += 2 * (opts.warmup + opts.duration * len(opts.connections) + 2)  # baseline twice
+    total = per_scenario * scenarios + daemons * 6 + opts.pool / 5_000 * len(opts.backends)
+    total += 5 + 2 * (opts.warmup + opts.duration * len(opts.connections) + 2)  # baselines
+    measured = opts.warmup + 2 * opts.duration + 8  # a paired extra, with a daemon start
     extras = set(opts.extras)
     if "workers" in extras:
-        total += 2 * (opts.warmup + opts.duration + 6)
+        total += 2 * measured
     if "state" in extras:
-        total += len(opts.state_backends) * 2 * (opts.warmup + opts.duration + 6)
+        total += len(opts.state_backends) * 2 * measured
         total += opts.state_grants / 10_000 * len(opts.state_backends)
     if "c10k" in extras:
         total += opts.c10k_duration + 15
     if "startup" in extras:
-        total += 4 * len(opts.backends)
+        total += 5 * len(opts.backends)
     return total
 
 

@@ -12,12 +12,16 @@ from bench.scenarios import SCENARIO_NAMES
 BACKENDS = ("memory", "sqlite", "redis")
 EXTRAS = ("workers", "state", "c10k", "rss", "startup")
 BIG_STATE = 1_000_000
+#: Scenarios whose cost does not depend on the storage backend: by default they run on
+#: memory only (``--scenarios`` naming them runs them on every chosen backend).
+MEMORY_ONLY = ("discovery", "verify-jwt")
 
 
 @dataclass(frozen=True)
 class Options:
     backends: tuple[str, ...]
     scenarios: tuple[str, ...]
+    scenarios_chosen: bool  # False: the default matrix (MEMORY_ONLY on memory only)
     connections: tuple[int, ...]
     warmup: float
     duration: float
@@ -94,19 +98,20 @@ def parser() -> argparse.ArgumentParser:
     add(
         "--scenarios",
         type=_choices(SCENARIO_NAMES),
-        default=SCENARIO_NAMES,
-        help=",".join(SCENARIO_NAMES),
+        default=None,
+        help=f"{','.join(SCENARIO_NAMES)} or all (default: all on memory; on sqlite and "
+        f"redis all but {' and '.join(MEMORY_ONLY)}, which do not depend on storage)",
     )
     add("--connections", type=_ints, default=(16, 64, 256), help="wrk -c values (16,64,256)")
-    add("--warmup", type=_seconds, default=3.0, help="warm-up per scenario, at 64 conns (3s)")
-    add("--duration", type=_seconds, default=5.0, help="measurement per connection count (5s)")
+    add("--warmup", type=_seconds, default=2.0, help="warm-up per scenario, at 64 conns (2s)")
+    add("--duration", type=_seconds, default=4.0, help="measurement per connection count (4s)")
     add("--threads", type=int, default=2, help="wrk threads (2)")
     add("--timeout", type=_seconds, default=10.0, help="wrk per-request timeout (10s)")
     add(
         "--pool",
         type=int,
-        default=60_000,
-        help="single-use refresh tokens and codes minted per backend (60000)",
+        default=40_000,
+        help="single-use refresh tokens and codes minted per backend (40000)",
     )
     add("--access-pool", type=int, default=10_000, help="distinct access tokens cycled (10000)")
     add("--jwt-grants", type=int, default=10_000, help="JWT grants seeded per backend (10000)")
@@ -170,7 +175,8 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         state_grants, rss_grants, c10k_duration = 10_000, 10_000, 2.0
     return Options(
         backends=tuple(args.backends),
-        scenarios=tuple(args.scenarios),
+        scenarios=tuple(args.scenarios or SCENARIO_NAMES),
+        scenarios_chosen=args.scenarios is not None,
         connections=tuple(connections),
         warmup=warmup,
         duration=duration,
@@ -192,3 +198,10 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         profile_seconds=args.profile_seconds,
         keep=args.keep,
     )
+
+
+def scenarios_for(opts: Options, backend: str) -> tuple[str, ...]:
+    """The scenarios run on ``backend``."""
+    if opts.scenarios_chosen or backend == "memory":
+        return opts.scenarios
+    return tuple(s for s in opts.scenarios if s not in MEMORY_ONLY)

@@ -147,7 +147,7 @@ class PluginInfo:
 
     @property
     def builtin(self) -> bool:
-        return _normalise(self.distribution or BUILTIN_DISTRIBUTION) == BUILTIN_DISTRIBUTION
+        return _normalise(self.distribution or "") == BUILTIN_DISTRIBUTION
 
 
 @dataclass(frozen=True)
@@ -387,6 +387,11 @@ class Registry(Generic[D]):
         slot = (self._slots or {}).get(name)
         descriptor = slot.descriptor if slot is not None else None
         return descriptor if isinstance(descriptor, self._descriptor) else None
+
+    def info(self, name: str) -> PluginInfo | None:
+        """Where the already-loaded type ``name`` came from; never imports anything."""
+        slot = (self._slots or {}).get(name)
+        return slot.info if slot is not None else None
 
     def load_all(self) -> None:
         for name, slot in self._discover().items():

@@ -360,10 +360,23 @@ def _problems_from_validation(exc: ValidationError) -> list[Problem]:
     errors = exc.errors(include_url=False, include_input=False, include_context=True)
     problems: list[Problem] = []
     for error in errors:
-        problem = _convert_error(error)
+        problem = _name_the_plugin(_convert_error(error), tuple(error.get("loc", ())))
         if problem not in problems:
             problems.append(problem)
     return problems
+
+
+def _name_the_plugin(problem: Problem, loc: tuple[int | str, ...]) -> Problem:
+    """A problem inside a plugin's section also says which plugin defines that section."""
+    if len(loc) < 2 or loc[0] not in ("provider", "storage") or not isinstance(loc[1], str):
+        return problem
+    registry = plugins.providers if loc[0] == "provider" else plugins.storage
+    info = registry.info(loc[1])
+    if info is None or info.builtin:
+        return problem
+    origin = f"{info.distribution} {info.version}" if info.version else info.distribution
+    joiner = " See" if problem.hint.endswith("?") else "; see"
+    return problem._replace(hint=f"{problem.hint}{joiner} plugin {origin}")
 
 
 # --------------------------------------------------------------------------- public API

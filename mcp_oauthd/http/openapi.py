@@ -12,7 +12,9 @@ under it and the metadata is served at every URL of the discovery order, exactly
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -118,6 +120,8 @@ def _schemas() -> dict[str, Any]:
             "description": "OAuth 2.1 §3.2.2 token request. Client authentication: HTTP "
             "Basic, or `client_id` (+ `client_secret`) in the body.",
             "required": ["grant_type"],
+            # Forms carry each parameter once (RFC 6749 §3.2), as text.
+            "additionalProperties": {"type": "string"},
             "properties": {
                 "grant_type": {
                     "type": "string",
@@ -158,6 +162,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "RFC 7009 §2.1 revocation request.",
             "required": ["token"],
+            # Forms carry each parameter once (RFC 6749 §3.2), as text.
+            "additionalProperties": {"type": "string"},
             "properties": {
                 "token": {"type": "string"},
                 "token_type_hint": {"type": "string"},
@@ -169,6 +175,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "RFC 7662 §2.1 introspection request.",
             "required": ["token"],
+            # Forms carry each parameter once (RFC 6749 §3.2), as text.
+            "additionalProperties": {"type": "string"},
             "properties": {
                 "token": {"type": "string"},
                 "token_type_hint": {"type": "string"},
@@ -447,14 +455,17 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 {
                     "name": "resource",
                     "in": "query",
-                    "description": "The resource URI (or the `X-Auth-Resource` header).",
-                    "schema": {"type": "string"},
+                    "description": "The resource URI (or the `X-Auth-Resource` header); "
+                    "required when several resources are configured.",
+                    "required": len(config.resources) > 1,
+                    "schema": {"type": "string", "enum": [r.uri for r in config.resources]},
                 },
                 {
                     "name": "scope",
                     "in": "query",
-                    "description": "Scopes the location needs (or `X-Auth-Scope`).",
-                    "schema": {"type": "string"},
+                    "description": "Space-separated scopes the location needs (or "
+                    "`X-Auth-Scope`), among the resource's scopes.",
+                    "schema": {"type": "string", "pattern": _scope_list_pattern(config)},
                 },
             ],
             "responses": {
@@ -533,9 +544,13 @@ def openapi_document(config: Config) -> dict[str, Any]:
     }
 
 
-def _origin(issuer: str) -> str:
-    from urllib.parse import urlsplit
+def _scope_list_pattern(config: Config) -> str:
+    names = sorted({re.escape(s) for r in config.resources for s in r.scopes})
+    one = "(" + "|".join(names) + ")"
+    return f"^({one}( {one})*)?$"
 
+
+def _origin(issuer: str) -> str:
     parts = urlsplit(issuer)
     return f"{parts.scheme}://{parts.netloc}"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_oauthd.clock import Clock, SystemClock
-from mcp_oauthd.config.models import Config, MemoryStorageConfig
+from mcp_oauthd.config.models import Config, MemoryStorageConfig, SqliteStorageConfig
 from mcp_oauthd.observability.logging import is_credential_key
 from mcp_oauthd.security.audit import Auditor
 from mcp_oauthd.security.keys import KEYS_FILE, load_key_material, state_dir
@@ -325,6 +325,15 @@ async def open_admin(
             "the config uses memory storage, which lives inside the daemon process; "
             "operator commands need sqlite or redis storage"
         )
+    if isinstance(config.storage, SqliteStorageConfig):
+        path = config.storage.path.expanduser()
+        if not path.exists():
+            # Opening would create an empty database: an operator pointing at the wrong
+            # config would see "no grants" instead of an error.
+            raise AdminError(
+                f"no database at {path}: is this the daemon's config? (the daemon creates "
+                "it on first start)"
+            )
     storage = build_storage(config.storage)
     await storage.open()
     try:

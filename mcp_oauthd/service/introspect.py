@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
+
 from mcp_oauthd.config.models import Config, ResourceConfig
 from mcp_oauthd.oauth import client_auth
 from mcp_oauthd.oauth import metadata as md
@@ -38,7 +40,6 @@ from mcp_oauthd.oauth.errors import (
     InvalidRequest,
     InvalidToken,
     OAuthError,
-    ServerError,
 )
 from mcp_oauthd.oauth.tokens import ACCESS_PREFIX, token_hash
 from mcp_oauthd.observability.tracing import traced
@@ -46,6 +47,8 @@ from mcp_oauthd.security.crypto import constant_time_equals
 from mcp_oauthd.service.context import Services
 from mcp_oauthd.service.jwt import is_jwt_shaped
 from mcp_oauthd.storage.base import AccessTokenRecord
+
+log = structlog.get_logger("mcp_oauthd.introspect")
 
 #: RFC 7662 §2.1 / RFC 6749 §5.2: the challenge of a 401 to an introspection caller.
 BASIC_CHALLENGE = 'Basic realm="mcp-oauthd", charset="UTF-8"'
@@ -173,8 +176,17 @@ def required_scopes(
     unknown = sorted(set(unique) - set(resource.scopes))
     if unknown:
         # An nginx or config mistake: every request would be refused; say so loudly.
-        raise ServerError("the required scope is not among the resource's scopes")
+        raise _misconfigured("the required scope is not among the resource's scopes")
     return unique
+
+
+def _misconfigured(description: str) -> InvalidRequest:
+    """``/auth/verify`` was asked about no, or an unknown, resource or scope: a deployment
+    mistake. A 400, not a 500: anyone can send it, and a 5xx would let them page the
+    operator. It stays loud: nginx turns any answer but 2xx/401/403 from ``auth_request``
+    into a 500 for the client, and the warning tells the operator what is wrong."""
+    log.warning("auth/verify misconfigured", problem=description)
+    return InvalidRequest(description)
 
 
 class IntrospectionService:
@@ -196,11 +208,11 @@ class IntrospectionService:
                 return resources[0]
             # With several MCP servers a forgotten X-Auth-Resource must not silently check
             # tokens against the default one (a token for it would pass everywhere).
-            raise ServerError("X-Auth-Resource is required: several resources are configured")
+            raise _misconfigured("X-Auth-Resource is required: several resources are configured")
         for resource in resources:
             if _same_resource(resource.uri, uri):
                 return resource
-        raise ServerError("X-Auth-Resource names no configured resource")
+        raise _misconfigured("X-Auth-Resource names no configured resource")
 
     # ------------------------------------------------------------------ RFC 7662
     @traced("introspect")

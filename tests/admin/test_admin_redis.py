@@ -59,9 +59,7 @@ async def test_clients_list_and_delete_work_on_redis(daemon: LiveDaemon, cli: An
     assert created["client_id"] not in {c["client_id"] for c in after.json}
 
 
-async def test_gc_on_redis_removes_grants_past_their_lifetime(
-    daemon: LiveDaemon, cli: Any
-) -> None:
+async def test_gc_on_redis_removes_grants_past_their_lifetime(daemon: LiveDaemon, cli: Any) -> None:
     await daemon.tokens("alice")
     assert len((await cli(daemon, "grants", "list", "-o", "json")).json) == 1
     later = await cli(daemon, "gc", "--now", str(daemon.clock.now() + 91 * DAY), "-o", "json")

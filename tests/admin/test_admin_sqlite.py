@@ -271,3 +271,20 @@ async def test_the_installed_command_lists_clients_as_json_in_its_own_process(
     assert result.code == 0, result.err
     names = {c["client_name"] for c in result.json}
     assert {"Test CLI", "Web App", "Cursor"} <= names
+
+
+async def test_a_config_pointing_at_no_database_is_an_error_not_an_empty_answer(
+    start_daemon: Any, tmp_path: Path, cli: Any
+) -> None:
+    daemon = await start_daemon({"type": "memory"})
+    wrong = tmp_path / "elsewhere.yaml"
+    wrong.write_text(
+        daemon.config_path.read_text().replace(
+            "type: memory", f"path: {tmp_path / 'missing.db'}\n  type: sqlite"
+        )
+    )
+    daemon.config_path = wrong
+    result = await cli(daemon, "grants", "list")
+    assert result.code == 1
+    assert "no database at" in result.err
+    assert not (tmp_path / "missing.db").exists()

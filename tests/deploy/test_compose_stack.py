@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import httpx2
@@ -59,9 +58,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[ComposeStack]:
     prefix = f"mcp-oauthd-test:{uuid.uuid4().hex}:"
 
     config_text = (DEPLOY / "compose" / "mcp-oauthd.yaml").read_text()
-    config_text = swap(config_text, "host: 0.0.0.0\n  port: 8080", f"host: 127.0.0.1\n  port: {daemon_port}")
+    config_text = swap(
+        config_text, "host: 0.0.0.0\n  port: 8080", f"host: 127.0.0.1\n  port: {daemon_port}"
+    )
     config_text = swap(config_text, 'key_prefix: "mcp-oauthd:"', f'key_prefix: "{prefix}"')
-    config_text = swap(config_text, "port: 9464\n    host: 0.0.0.0", f"port: {metrics_port}\n    host: 127.0.0.1")
+    config_text = swap(
+        config_text, "port: 9464\n    host: 0.0.0.0", f"port: {metrics_port}\n    host: 127.0.0.1"
+    )
     config_text = swap(config_text, "state_dir: /var/lib/mcp-oauthd", f"state_dir: {tmp_path}")
     config_path = tmp_path / "mcp-oauthd.yaml"
     config_path.write_text(config_text)
@@ -82,13 +85,15 @@ async def stack(tmp_path: Path) -> AsyncIterator[ComposeStack]:
         f"    {kind}_temp_path {tmp_path / kind};\n"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    nginx_text = swap(nginx_text, "    access_log /dev/stdout;\n", f"{writable}    access_log {tmp_path}/access.log;\n")
+    nginx_text = swap(
+        nginx_text,
+        "    access_log /dev/stdout;\n",
+        f"{writable}    access_log {tmp_path}/access.log;\n",
+    )
     nginx_conf = tmp_path / "nginx.conf"
     nginx_conf.write_text(nginx_text)
 
     example = load_python_example()
-    mcp = example.build_app(example.Settings.from_env.__func__(example.Settings)) if False else None
-    del mcp
     # The compose service runs server.py with MCP_AUTH=nginx and MCP_RESOURCE.
     mcp_app = example.build_app(example.Settings(resource=url + "/mcp", issuer=url, mode="nginx"))
     app = create_app(load_config(config_path, environ=environ))
@@ -152,7 +157,3 @@ async def test_the_compose_stack_registers_logs_in_and_calls_a_tool_through_ngin
     ) as resp:
         assert resp.status == 401
         assert "invalid_token" in resp.headers["WWW-Authenticate"]
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover - keeps the imports honest
-    return None

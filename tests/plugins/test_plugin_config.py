@@ -66,16 +66,30 @@ def test_a_plugin_section_is_frozen_like_every_section(tmp_path: Path) -> None:
         provider.type = "local"  # type: ignore[misc]
 
 
-def test_a_missing_required_plugin_key_is_reported_with_its_dotted_path(tmp_path: Path) -> None:
+def test_a_missing_required_plugin_key_is_reported_with_its_path_and_its_plugin(
+    tmp_path: Path,
+) -> None:
     path = write(tmp_path, "provider:\n  type: fixed_user\n  email: ada@example.com\n")
 
-    assert problems_of(path) == [Problem("provider.username", "required key is missing", "add it")]
+    assert problems_of(path) == [
+        Problem(
+            "provider.username",
+            "required key is missing",
+            "add it; see plugin mcp-oauthd-example-plugins 0.1.0",
+        )
+    ]
 
 
 def test_a_misspelt_plugin_key_suggests_the_plugins_own_key(tmp_path: Path) -> None:
     path = write(tmp_path, "provider:\n  type: fixed_user\n  username: ada\n  emial: a@b.c\n")
 
-    assert problems_of(path) == [Problem("provider.emial", "unknown key", "did you mean 'email'?")]
+    assert problems_of(path) == [
+        Problem(
+            "provider.emial",
+            "unknown key",
+            "did you mean 'email'? See plugin mcp-oauthd-example-plugins 0.1.0",
+        )
+    ]
 
 
 def test_plugin_errors_are_reported_together_with_every_other_problem(tmp_path: Path) -> None:
@@ -95,8 +109,11 @@ def test_plugin_errors_are_reported_together_with_every_other_problem(tmp_path: 
         "tokens.access_token_ttl",
     ]
     assert problems[0].message == "directory /no/such/directory does not exist"
-    assert problems[0].hint == "create it or choose another path"
-    assert problems[2].hint == "lower it"
+    assert problems[0].hint == (
+        "create it or choose another path; see plugin mcp-oauthd-example-plugins 0.1.0"
+    )
+    assert problems[2].hint.startswith("lower it; see plugin")
+    assert "see plugin" not in problems[3].hint  # a built-in section names no plugin
 
 
 def test_a_plugin_error_never_echoes_the_value(tmp_path: Path) -> None:
