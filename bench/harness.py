@@ -379,9 +379,10 @@ class Bench:
     def profile(self, d: Daemon, scenario: Scenario, offset: int) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         RESULTS.mkdir(parents=True, exist_ok=True)
-        raw = RESULTS / f"profile-{d.backend}-{scenario.name}-{stamp}.txt"
+        mode = "gil" if self.opts.profile_gil else "active"
+        raw = RESULTS / f"profile-{d.backend}-{scenario.name}-{mode}-{stamp}.txt"
         seconds = self.opts.profile_seconds
-        recorder = profiling.start_recording(d.proc.pid, seconds, raw)
+        recorder = profiling.start_recording(d.proc.pid, seconds, raw, gil=self.opts.profile_gil)
         try:
             result, _ = self.load(
                 d.url,
@@ -403,6 +404,7 @@ class Bench:
             {
                 "scenario": scenario.name,
                 "backend": d.backend,
+                "mode": mode,
                 "rps_while_profiling": round(result.rps, 1),
                 "raw": str(raw.relative_to(ROOT)),
                 "categories": summary.categories,

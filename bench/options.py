@@ -41,6 +41,7 @@ class Options:
     profile: tuple[str, ...]
     profile_backend: str
     profile_seconds: float
+    profile_gil: bool
     keep: bool
 
 
@@ -156,6 +157,11 @@ def parser() -> argparse.ArgumentParser:
     )
     add("--profile-backend", choices=BACKENDS, default="memory", help="where to profile (memory)")
     add("--profile-seconds", type=_seconds, default=15.0, help="profile length (15s)")
+    add(
+        "--profile-gil",
+        action="store_true",
+        help="sample only while the GIL is held (Python CPU; drops time in system calls)",
+    )
     add("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     add("--quick", action="store_true", help="smoke test: 1 s runs, small pools, one c")
     return p
@@ -196,6 +202,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         profile=tuple(args.profile),
         profile_backend=args.profile_backend,
         profile_seconds=args.profile_seconds,
+        profile_gil=args.profile_gil,
         keep=args.keep,
     )
 

@@ -125,7 +125,11 @@ def py_spy() -> str | None:
     return shutil.which("py-spy")
 
 
-def record_command(binary: str, pid: int, seconds: float, out: Path, rate: int = 200) -> list[str]:
+def record_command(
+    binary: str, pid: int, seconds: float, out: Path, rate: int = 200, gil: bool = False
+) -> list[str]:
+    """``gil``: sample only the thread holding the GIL (Python CPU work; a thread parked
+    in a system call or waiting for a CPU drops out)."""
     return [
         binary,
         "record",
@@ -140,10 +144,13 @@ def record_command(binary: str, pid: int, seconds: float, out: Path, rate: int =
         "--nonblocking",  # do not pause the daemon for each sample
         "--output",
         str(out),
+        *(["--gil"] if gil else []),
     ]
 
 
-def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def start_recording(
+    pid: int, seconds: float, out: Path, gil: bool = False
+) -> subprocess.Popen[bytes]:
     binary = py_spy()
     if binary is None:
         raise RuntimeError(
@@ -151,7 +158,7 @@ def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[byt
             "(or pip install -e '.[bench]')"
         )
     return subprocess.Popen(
-        record_command(binary, pid, seconds, out),
+        record_command(binary, pid, seconds, out, gil=gil),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_oauthd.config.models import Config, SqliteStorageConfig
+from mcp_oauthd.config.models import Config, MemoryStorageConfig, SqliteStorageConfig
 from mcp_oauthd.security.crypto import KeyRing, Signer, b64u_decode
 
 KEYS_FILE = "mcp-oauthd.keys.json"
@@ -28,11 +28,16 @@ class KeyMaterial:
 
 
 def state_dir(config: Config) -> Path | None:
+    """Where generated keys are kept: the configured state_dir, else beside the SQLite
+    file, else (a plugin backend that keeps state) the working directory. None only for
+    memory storage, whose keys live as long as its state: the process."""
     if config.security.state_dir is not None:
         return config.security.state_dir
     if isinstance(config.storage, SqliteStorageConfig):
         return config.storage.path.expanduser().resolve().parent
-    return None
+    if isinstance(config.storage, MemoryStorageConfig):
+        return None
+    return Path.cwd()
 
 
 def _load_or_create(path: Path) -> dict[str, str]:

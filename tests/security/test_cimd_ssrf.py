@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -21,7 +20,7 @@ ATTACKER_HOST = "metadata.attacker.example"
 
 
 @pytest.fixture
-def connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every outgoing connection the process attempts, by address."""
     attempts: list[Any] = []
     loop_type = type(asyncio.get_event_loop_policy().get_event_loop())
@@ -55,7 +54,7 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
         ]
 
     monkeypatch.setattr(aiohttp.ThreadedResolver, "resolve", resolve)
-    yield attempts
+    return attempts
 
 
 def reached_metadata(attempts: list[Any]) -> bool:
