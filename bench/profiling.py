@@ -18,22 +18,34 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Ordered: the first category whose pattern matches any frame of a stack (leaf first)
-#: takes the sample. Patterns match py-spy frames "function (file.py:line)".
+#: Categories of cost. A sample belongs to the leaf-most frame that matches one of these
+#: patterns (tried in this order on each frame); a frame of mcp-oauthd's own code that
+#: matches none ends the search as "mcp-oauthd code". Patterns match py-spy frames
+#: ``function (file.py:line)``.
 CATEGORIES: tuple[tuple[str, str], ...] = (
     ("logging (structlog/stdlib)", r"structlog/|/logging/|observability/logging\.py"),
-    ("metrics (prometheus)", r"prometheus_client/|observability/metrics\.py"),
+    (
+        "metrics (prometheus, storage wrapper)",
+        r"prometheus_client/|observability/metrics\.py|observability/instrumented\.py",
+    ),
+    ("tracing wrapper", r"observability/tracing\.py|opentelemetry/"),
     ("rate limiting", r"security/ratelimit\.py|http/ratelimit\.py"),
     ("pydantic (models, validation, copies)", r"pydantic/|pydantic_core"),
     ("json encode/decode", r"json/(encoder|decoder|__init__)\.py"),
-    ("sqlite thread hop / executor", r"concurrent/futures/|run_in_executor|threading\.py"),
+    ("thread hop (executor, futures)", r"concurrent/futures/|threading\.py|queue\.py"),
     ("sqlite queries", r"storage/sqlite\.py"),
     ("redis client", r"redis/"),
-    ("crypto / hashing", r"hashlib|hmac|argon2|cryptography/|joserfc/|security/crypto\.py"),
-    ("form / body parsing", r"web_request\.py.*\b(post|read|text)\b|multidict|urllib/parse"),
-    ("aiohttp HTTP machinery", r"aiohttp/"),
-    ("asyncio event loop", r"asyncio/"),
+    (
+        "crypto / hashing",
+        r"hashlib|hmac|argon2|cryptography/|joserfc/|security/crypto\.py|oauth/pkce\.py",
+    ),
+    ("form / body parsing", r"multidict|urllib/parse|web_request\.py"),
+    ("aiohttp HTTP machinery", r"aiohttp/|yarl/"),
+    ("asyncio event loop", r"asyncio/|selectors\.py"),
 )
+OURS = "mcp-oauthd code (self)"
+_OURS = re.compile(r"mcp_oauthd/")
+_COMPILED = tuple((name, re.compile(pattern)) for name, pattern in CATEGORIES)
 
 _FRAME_FILE = re.compile(r"\((?P<file>[^():]+):(?P<line>\d+)\)$")
 
@@ -41,20 +53,21 @@ _FRAME_FILE = re.compile(r"\((?P<file>[^():]+):(?P<line>\d+)\)$")
 @dataclass(frozen=True)
 class Summary:
     samples: int
-    self_top: list[tuple[str, int]]
-    inclusive_top: list[tuple[str, int]]
+    self_top: list[tuple[str, int]]  # by function, top of the stack
+    inclusive_top: list[tuple[str, int]]  # by function, anywhere on the stack
+    ours: list[tuple[str, int]]  # mcp-oauthd functions, anywhere on the stack
     categories: list[tuple[str, int]]
 
     def format(self, limit: int = 15) -> str:
         def pct(n: int) -> str:
             return f"{100 * n / self.samples:5.1f}%" if self.samples else "  -  "
 
-        out = [f"samples: {self.samples}", "", "by category (first match, leaf first):"]
+        out = [f"samples: {self.samples}", "", "by category (leaf-most telling frame):"]
         out += [f"  {pct(n)}  {name}" for name, n in self.categories]
-        out += ["", "self (top of stack):"]
+        out += ["", "self (top of stack), by function:"]
         out += [f"  {pct(n)}  {frame}" for frame, n in self.self_top[:limit]]
-        out += ["", "inclusive (anywhere on the stack):"]
-        out += [f"  {pct(n)}  {frame}" for frame, n in self.inclusive_top[:limit]]
+        out += ["", "mcp-oauthd functions, inclusive (anywhere on the stack):"]
+        out += [f"  {pct(n)}  {frame}" for frame, n in self.ours[: limit * 2]]
         return "\n".join(out)
 
 
@@ -89,12 +102,19 @@ def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
 
 
 def categorize(frames: Iterable[str]) -> str:
-    ordered = list(frames)
-    for name, pattern in CATEGORIES:
-        regex = re.compile(pattern)
-        if any(regex.search(frame) for frame in reversed(ordered)):
-            return name
-    return "other (mcp-oauthd code, builtins)"
+    """The cost category of one stack (root first), by its leaf-most telling frame."""
+    for frame in reversed(list(frames)):
+        for name, regex in _COMPILED:
+            if regex.search(frame):
+                return name
+        if _OURS.search(frame):
+            return OURS
+    return "other"
+
+
+def function_of(frame: str) -> str:
+    """A short frame without its line number: ``handle (aiohttp/web.py)``."""
+    return re.sub(r":\d+\)$", ")", short_frame(frame))
 
 
 def summarize(text: str) -> Summary:
@@ -102,20 +122,28 @@ def summarize(text: str) -> Summary:
     total = sum(n for _, n in stacks)
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     categories: Counter[str] = Counter()
     for frames, n in stacks:
         if not frames:
             continue
-        self_counts[short_frame(frames[-1])] += n
-        for frame in {short_frame(f) for f in frames}:
-            inclusive[frame] += n
+        self_counts[function_of(frames[-1])] += n
+        for function in {function_of(f) for f in frames}:
+            inclusive[function] += n
+            if "mcp_oauthd/" in function and not function.startswith(_ENTRY_POINTS):
+                ours[function] += n
         categories[categorize(frames)] += n
     return Summary(
         samples=total,
         self_top=self_counts.most_common(),
         inclusive_top=inclusive.most_common(),
+        ours=ours.most_common(),
         categories=categories.most_common(),
     )
+
+
+#: The serve loop's callers, on every stack: left out of the "ours" view.
+_ENTRY_POINTS = ("main (", "_dispatch (", "_cmd_serve (", "run (", "serve (")
 
 
 def py_spy() -> str | None:

@@ -6,13 +6,16 @@
 - ``GET /auth/verify``: the target of nginx ``auth_request``. nginx passes the client's
   ``Authorization`` header and names the resource (``X-Auth-Resource`` header or
   ``resource`` query argument) and the scopes the location requires (``X-Auth-Scope`` or
-  ``scope``), plus ``X-Original-URI`` for the config's ``path_scopes``. 200 carries the
+  ``scope``), plus ``X-Original-URI`` (nginx) or ``X-Original-URL`` (ingress-nginx) for the
+  config's ``path_scopes``. 200 carries the
   identity headers (``X-Auth-Subject``, ``X-Auth-Email``, ``X-Auth-Username``,
   ``X-Auth-Scopes``, ``X-Auth-Client-Id``); 401/403 carry the ``WWW-Authenticate``
   challenge nginx hands back to the client.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -52,7 +55,7 @@ async def verify(request: web.Request) -> web.Response:
         authorization=headers.get("Authorization"),
         resource_uri=headers.get("X-Auth-Resource") or request.query.get("resource"),
         scope=headers.get("X-Auth-Scope") or request.query.get("scope"),
-        original_uri=headers.get("X-Original-URI"),
+        original_uri=_original_path(headers.get("X-Original-URI"), headers.get("X-Original-URL")),
     )
     return web.Response(status=200, headers={**verified.headers(), **NO_STORE})
 
@@ -62,3 +65,13 @@ def add_routes(app: web.Application, prefix: str, service: IntrospectionService)
     app.router.add_post(prefix + INTROSPECT_PATH, introspect)
     app.router.add_get(prefix + JWKS_PATH, jwks)
     app.router.add_get(prefix + VERIFY_PATH, verify)
+
+
+def _original_path(uri: str | None, url: str | None) -> str | None:
+    """The protected request's path: nginx sends ``X-Original-URI`` (a path), ingress-nginx
+    ``X-Original-URL`` (an absolute URL)."""
+    if uri:
+        return uri
+    if url:
+        return urlsplit(url).path or "/"
+    return None

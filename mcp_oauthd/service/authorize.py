@@ -226,8 +226,12 @@ class AuthorizeService:
     ) -> dict[str, Any]:
         client = await self.s.clients.get(flow["client_id"])
         resource = self.s.config.resource(flow["resource"])
+        target = urlsplit(flow["redirect_uri"])
+        # An app's private-use scheme says more than its "host" (cursor://anysphere...).
         redirect_host = (
-            urlsplit(flow["redirect_uri"]).hostname or urlsplit(flow["redirect_uri"]).scheme
+            target.hostname or ""
+            if target.scheme in ("http", "https")
+            else f"{target.scheme}://{target.netloc}"
         )
         return {
             "flow_id": flow_id,

@@ -145,3 +145,19 @@ async def test_with_a_single_resource_naming_it_is_optional(rs_factory: Any) -> 
     tokens = await daemon.tokens()
     assert (await daemon.verify(tokens["access_token"], resource=None))[0] == 200
     assert (await daemon.verify(None, resource=None))[0] == 401
+
+
+async def test_path_scopes_also_read_ingress_nginx_x_original_url(rs: RsDaemon) -> None:
+    """ingress-nginx sends the protected request as an absolute X-Original-URL."""
+    token = (await rs.tokens())["access_token"]
+    url = rs.url + "/auth/verify"
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "X-Auth-Resource": FILES,
+        "X-Original-URL": "https://files.example.com/mcp/admin/tools?x=1",
+    }
+    async with rs.http.get(url, headers=headers) as resp:
+        assert resp.status == 403
+    headers["X-Original-URL"] = "https://files.example.com/mcp/tools"
+    async with rs.http.get(url, headers=headers) as resp:
+        assert resp.status == 200
