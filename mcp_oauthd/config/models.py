@@ -324,9 +324,7 @@ class ResourceConfig(Model):
         if self.default_scopes is not None and not set(self.default_scopes) <= set(self.scopes):
             raise ValueError("default_scopes must be a subset of scopes")
         if (self.introspection_client_id is None) != (self.introspection_client_secret is None):
-            raise ValueError(
-                "introspection_client_id and introspection_client_secret go together"
-            )
+            raise ValueError("introspection_client_id and introspection_client_secret go together")
         if self.allow_upstream_token and self.introspection_client_id is None:
             raise ValueError(
                 "allow_upstream_token needs introspection_client_id and "

@@ -15,6 +15,7 @@ the credential part of ``Bearer``/``Basic`` strings, wherever they appear.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -112,6 +113,14 @@ def is_credential_key(key: object) -> bool:
     """Whether a field named ``key`` probably carries a credential."""
     if not isinstance(key, str):
         return False
+    return _is_credential_name(key)
+
+
+# Every log line and audit event checks each of its keys, and the keys are a small fixed
+# set (field names in the code), so the answer is remembered: two regexes per key per
+# line were a measurable share of a request (bench/README.md).
+@functools.lru_cache(maxsize=4096)
+def _is_credential_name(key: str) -> bool:
     normal = _CAMEL.sub("_", key).lower()
     words = [w for w in _SPLIT.split(normal) if w]
     if not words:
@@ -231,6 +240,10 @@ def configure_logging(config: LoggingConfig, *, stream: IO[str] | None = None) -
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # No line shows the caller's file, line or function, so records need not walk the
+    # stack to find them on every call (the logging HOWTO's "Optimization" advice): with
+    # the middleware chain that walk was a measurable share of a request (bench/README.md).
+    logging._srcfile = None
     # aiohttp's loggers propagate to root; make sure none was left more verbose than asked.
     for name in ("aiohttp", "aiohttp.access", "aiohttp.server", "aiohttp.web"):
         logging.getLogger(name).setLevel(logging.NOTSET)

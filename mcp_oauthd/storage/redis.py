@@ -104,7 +104,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
@@ -547,7 +547,10 @@ class RedisStorage:
     ) -> None:
         self._base = f"{config.key_prefix}{HASH_TAG}:"
         self._tombstone_ttl = int(tombstone_ttl)
-        self._redis: Redis = Redis.from_url(
+        # A blocking pool: with more calls in flight than connections, a call waits (up
+        # to the command timeout) for a free connection; the default pool raises "Too
+        # many connections" instead, a 503 under load (bench/README.md).
+        pool = BlockingConnectionPool.from_url(
             config.url.get_secret_value(),
             decode_responses=True,
             socket_connect_timeout=connect_timeout,
@@ -557,7 +560,9 @@ class RedisStorage:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries, _RETRYABLE),
             retry_on_error=list(_RETRYABLE),
             max_connections=64,
+            timeout=command_timeout,
         )
+        self._redis: Redis = Redis.from_pool(pool)
         r = self._redis
         self._consume_code = r.register_script(_CONSUME_CODE)
         self._create_grant = r.register_script(_CREATE_GRANT)

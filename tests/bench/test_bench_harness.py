@@ -98,7 +98,9 @@ def test_lua_strings_escape_quotes_backslashes_and_control_bytes() -> None:
 def test_templates_become_lua_concatenations_of_literals_and_variables() -> None:
     assert lua.template_expr("token={token}") == '"token=" .. tok'
     assert lua.template_expr("{token}") == "tok"
-    assert lua.template_expr("c-{thread}-{n}!") == '"c-" .. tostring(id) .. "-" .. tostring(n) .. "!"'
+    assert (
+        lua.template_expr("c-{thread}-{n}!") == '"c-" .. tostring(id) .. "-" .. tostring(n) .. "!"'
+    )
     assert lua.template_expr("") == '""'
 
 
@@ -378,12 +380,27 @@ def test_a_collapsed_profile_is_summarised_by_self_inclusive_and_category() -> N
     )
     summary = profiling.summarize(collapsed)
     assert summary.samples == 100
-    assert summary.self_top[0] == ("run (asyncio/base_events.py:1)", 60)
-    assert ("handler (mcp_oauthd/http/api.py:5)", 40) in summary.inclusive_top
+    assert summary.self_top[0] == ("run (asyncio/base_events.py)", 60)
+    assert ("handler (mcp_oauthd/http/api.py)", 40) in summary.ours
+    assert ("run (asyncio/base_events.py)", 100) in summary.inclusive_top
     categories = dict(summary.categories)
     assert categories["logging (structlog/stdlib)"] == 30
     assert categories["json encode/decode"] == 10
+    assert categories["asyncio event loop"] == 60
     assert "60.0%" in summary.format()
+
+
+def test_a_sample_is_charged_to_its_leaf_most_telling_frame() -> None:
+    wrapper = "metrics_middleware (/x/mcp_oauthd/observability/metrics.py:1)"
+    ours = "introspect (/x/mcp_oauthd/service/introspect.py:9)"
+    assert profiling.categorize([wrapper, ours]) == profiling.OURS
+    assert profiling.categorize([wrapper]) == "metrics (prometheus, storage wrapper)"
+    assert profiling.categorize(["f (/x/site-packages/yarl/_url.py:3)"]) == (
+        "aiohttp HTTP machinery"
+    )
+    assert profiling.short_frame("f (/a/lib/python3.11/site-packages/aiohttp/web.py:12)") == (
+        "f (aiohttp/web.py:12)"
+    )
 
 
 def test_the_py_spy_command_records_raw_stacks_without_pausing_the_daemon() -> None:

@@ -9,6 +9,7 @@ from tests.security.support import walk_flow_recording
 
 
 async def test_no_response_of_the_flow_is_a_307_or_308(daemon: Daemon) -> None:
+    """RFC 9700 §4.12: no hop of the flow makes the browser re-send a body."""
     hops, _ = await walk_flow_recording(daemon)
     assert all(hop.status not in (307, 308) for hop in hops)
 
@@ -21,6 +22,7 @@ async def test_the_consent_and_login_posts_answer_with_303(daemon: Daemon) -> No
 
 
 async def test_a_denied_consent_also_redirects_with_303(daemon: Daemon) -> None:
+    """RFC 9700 §4.12: the denial path re-sends nothing either."""
     hop, _ = await daemon.login(approve=False)
     assert hop.status == 303
     assert "error=access_denied" in (hop.location or "")

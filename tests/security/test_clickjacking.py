@@ -10,6 +10,7 @@ from tests.security.support import walk_flow_recording
 
 
 async def test_every_page_of_the_flow_forbids_framing(daemon: Daemon) -> None:
+    """RFC 9700 §4.16: the consent and login pages cannot be framed."""
     hops, _ = await walk_flow_recording(daemon)
     pages = [hop for hop in hops if hop.status == 200]
     assert any('name="decision"' in hop.text for hop in pages)  # the consent page
@@ -20,6 +21,7 @@ async def test_every_page_of_the_flow_forbids_framing(daemon: Daemon) -> None:
 
 
 async def test_error_and_hand_off_pages_forbid_framing_too(daemon: Daemon) -> None:
+    """RFC 9700 §4.16: nor can the error and custom-scheme hand-off pages."""
     error = await daemon.http.get(daemon.url + "/oauth/authorize?client_id=nobody")
     handoff_url = await daemon.authorize_url(
         client_id="ide",

@@ -82,6 +82,7 @@ async def test_a_registered_client_cannot_borrow_a_trusted_clients_name(daemon: 
 
 
 def test_disabling_consent_is_reported_as_a_confused_deputy_risk() -> None:
+    """Confused deputy: turning the defence off is a check-config warning."""
     config = base_config(8080, consent={"enabled": False})
     warning = next(w for w in check_warnings(config) if w.field == "consent.enabled")
     assert "confused deputy" in warning.risk

@@ -13,6 +13,7 @@ from mcp_oauthd.config.loader import check_warnings
 from mcp_oauthd.http.cors import setup_cors
 from tests.conftest import base_config
 from tests.daemon import Daemon
+from tests.resource.conftest import local_provider
 
 INSPECTOR = "http://localhost:6274"
 EVIL = "https://evil.example"
@@ -20,7 +21,9 @@ EVIL = "https://evil.example"
 
 @pytest.fixture
 async def cors_daemon(daemon_factory: Any) -> Daemon:
-    daemon: Daemon = await daemon_factory(cors={"allowed_origins": [INSPECTOR]})
+    daemon: Daemon = await daemon_factory(
+        cors={"allowed_origins": [INSPECTOR]}, provider=local_provider()
+    )
     return daemon
 
 

@@ -12,6 +12,7 @@ from tests.daemon import Daemon
 
 
 async def test_only_s256_is_advertised(daemon: Daemon) -> None:
+    """RFC 9700 §4.8: clients never see a weaker method to fall back to."""
     async with daemon.http.get(daemon.url + "/.well-known/oauth-authorization-server") as resp:
         meta: dict[str, Any] = await resp.json()
     assert meta["code_challenge_methods_supported"] == ["S256"]

@@ -9,6 +9,7 @@ flags that are not secret comparisons are listed in ``REVIEWED`` with the reason
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def _secretish(node: ast.expr) -> bool:
     return bool(SECRETISH.search(name)) and not NOT_SECRET.search(name)
 
 
+@functools.cache
 def _sources() -> list[tuple[str, ast.Module]]:
     out = []
     for path in sorted(PACKAGE.rglob("*.py")):

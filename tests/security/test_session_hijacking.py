@@ -54,6 +54,7 @@ async def test_a_callback_state_is_single_use(daemon: Daemon) -> None:
 
 
 async def test_the_browser_binding_cookie_is_http_only_and_same_site(daemon: Daemon) -> None:
+    """Session hijacking: scripts cannot read the binding cookie; other sites cannot use it."""
     async with daemon.http.get(
         await daemon.authorize_url(code_challenge=new_pair()[1]), allow_redirects=False
     ) as resp:

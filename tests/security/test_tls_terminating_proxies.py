@@ -23,6 +23,7 @@ FORGED = {
 
 
 async def test_forged_forwarding_headers_do_not_change_the_metadata(daemon: Daemon) -> None:
+    """RFC 9700 §4.13: a forged host or scheme never reaches the issuer or endpoint URLs."""
     for path in (
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
