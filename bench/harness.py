@@ -29,7 +29,7 @@ import yaml
 from argon2 import PasswordHasher
 
 from bench import configs, lua, procs, profiling, report, wrk
-from bench.options import Options, parse, scenarios_for
+from bench.options import Options, parse, pool_for, scenarios_for
 from bench.report import TARGET_CONNECTIONS, Measurement
 from bench.scenarios import Scenario, all_scenarios, baseline_scenario, fill, scenario_named
 from bench.seeding import SeedSpec, token_value
@@ -382,7 +382,13 @@ class Bench:
         mode = "gil" if self.opts.profile_gil else "active"
         raw = RESULTS / f"profile-{d.backend}-{scenario.name}-{mode}-{stamp}.txt"
         seconds = self.opts.profile_seconds
-        recorder = profiling.start_recording(d.proc.pid, seconds, raw, gil=self.opts.profile_gil)
+        try:
+            recorder = profiling.start_recording(
+                d.proc.pid, seconds, raw, gil=self.opts.profile_gil
+            )
+        except RuntimeError as exc:
+            self.note(f"no profile of {scenario.name}: {exc}")
+            return
         try:
             result, _ = self.load(
                 d.url,
@@ -477,10 +483,11 @@ class Bench:
             if not scenarios:
                 continue
             single_use = any(s.once for s in scenarios)
-            grants = self.opts.pool if single_use else self.opts.access_pool
+            pool = pool_for(self.opts, backend)
+            grants = pool if single_use else self.opts.access_pool
             if token_format == "jwt":
                 grants = self.opts.jwt_grants
-            codes = self.opts.pool if any(s.pool == "codes" for s in scenarios) else 0
+            codes = pool if any(s.pool == "codes" for s in scenarios) else 0
             try:
                 d = self.start_daemon(
                     backend,
@@ -690,7 +697,6 @@ class Bench:
                 step()
             except SkipError as exc:
                 self.note(str(exc))
-        self.run_baseline("end")
 
     def meta(self) -> dict[str, Any]:
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.opts).items()}
@@ -795,11 +801,12 @@ def _wrk_version() -> str | None:
 def estimate_seconds(opts: Options) -> float:
     """A rough duration of the run (pure): load time plus start-up and seeding."""
     paired = opts.duration if TARGET_CONNECTIONS in opts.connections else 0.0
-    per_scenario = opts.warmup + opts.duration * len(opts.connections) + paired + 2
+    per_scenario = opts.warmup + opts.duration * len(opts.connections) + paired + 1.5
     scenarios = sum(len(scenarios_for(opts, b)) for b in opts.backends)
     daemons = len(opts.backends) * 2
-    total = per_scenario * scenarios + daemons * 6 + opts.pool / 5_000 * len(opts.backends)
-    total += 5 + 2 * (opts.warmup + opts.duration * len(opts.connections) + 2)  # baselines
+    total = per_scenario * scenarios + daemons * 5
+    total += sum(pool_for(opts, b) / (2_000 if b == "redis" else 10_000) for b in opts.backends)
+    total += 5 + opts.warmup + opts.duration * len(opts.connections) + 2  # the baseline
     measured = opts.warmup + 2 * opts.duration + 8  # a paired extra, with a daemon start
     extras = set(opts.extras)
     if "workers" in extras:
@@ -808,7 +815,7 @@ def estimate_seconds(opts: Options) -> float:
         total += len(opts.state_backends) * 2 * measured
         total += opts.state_grants / 10_000 * len(opts.state_backends)
     if "c10k" in extras:
-        total += opts.c10k_duration + 15
+        total += opts.c10k_duration + 10
     if "startup" in extras:
         total += 5 * len(opts.backends)
     return total
