@@ -700,7 +700,13 @@ class CorsConfig(Model):
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
-    access_log: bool = True
+    access_log: bool = Field(True, description="One line per HTTP request, with its latency.")
+    access_log_hot_paths: bool = Field(
+        False,
+        description="Also log successful /oauth/introspect and /auth/verify requests (one per "
+        "request to every protected MCP server; metrics count them either way). Failures "
+        "are always logged.",
+    )
 
 
 # --------------------------------------------------------------------------- observability

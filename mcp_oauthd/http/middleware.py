@@ -8,6 +8,7 @@ traceback goes to the log, never to the client).
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -17,7 +18,12 @@ import structlog
 from aiohttp import web
 
 from mcp_oauthd.http import keys
-from mcp_oauthd.oauth.errors import OAuthError, ServerError, TemporarilyUnavailable
+from mcp_oauthd.oauth.errors import (
+    InvalidRequest,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+)
 from mcp_oauthd.service.authorize import PageError
 from mcp_oauthd.storage.base import StorageError, StorageUnavailable
 
@@ -49,10 +55,24 @@ def wants_html(request: web.Request) -> bool:
     return request.path in request.app[keys.HTML_PATHS]
 
 
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique, not secret: a random per-process prefix and a counter (no syscall)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+
+
+def _is_hot(path: str) -> bool:
+    """The resource servers' per-request checks: by far the most frequent requests."""
+    return path == "/auth/verify" or path.endswith("/oauth/introspect")
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
     request[keys.REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -64,7 +84,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.headers["X-Request-ID"] = request_id
         return response
     finally:
-        if request.app[keys.SERVICES].config.logging.access_log:
+        logging_config = request.app[keys.SERVICES].config.logging
+        if logging_config.access_log and (
+            status >= 400 or logging_config.access_log_hot_paths or not _is_hot(request.path)
+        ):
             access_log.info(
                 "request",
                 method=request.method,
@@ -113,6 +136,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StorageError:
         log.exception("storage error", path=request.path)
         return json_error(ServerError("internal error"))
+    except ConnectionResetError:
+        # The client went away mid-request (e.g. while sending its body): nothing failed
+        # here and nobody will read an answer, so no traceback in the log.
+        log.debug("client disconnected", path=request.path)
+        return json_error(InvalidRequest("the connection was closed"))
     except Exception:
         log.exception("unhandled error", path=request.path)
         if wants_html(request):

@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -424,6 +425,10 @@ class Metrics:
     # ------------------------------------------------------------------ HTTP
     @property
     def middleware(self) -> Middleware:
+        # Label values are bounded (route templates, methods, statuses), so the resolved
+        # children can be kept: .labels() takes a lock and builds a key on every call.
+        children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
         @web.middleware
         async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
@@ -439,8 +444,14 @@ class Metrics:
             finally:
                 self.http_in_flight.dec()
                 labels = (route_template(request), method_label(request), str(status))
-                self.http_requests.labels(*labels).inc()
-                self.http_duration.labels(*labels).observe(time.perf_counter() - started)
+                pair = children.get(labels)
+                if pair is None:
+                    pair = children[labels] = (
+                        self.http_requests.labels(*labels),
+                        self.http_duration.labels(*labels),
+                    )
+                pair[0].inc()
+                pair[1].observe(time.perf_counter() - started)
 
         return metrics_middleware
 

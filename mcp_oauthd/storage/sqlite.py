@@ -189,6 +189,10 @@ class SqliteStorage:
         self._tombstone_ttl = tombstone_ttl
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # A read-only connection used on the event loop itself for the hot lookups (an
+        # access token or a client by key): a WAL read never waits for writers and takes
+        # microseconds, less than the round trip to the writer thread would.
+        self._reader: sqlite3.Connection | None = None
 
     # ----------------------------------------------------------------- plumbing
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -241,10 +245,38 @@ class SqliteStorage:
         loop = asyncio.get_running_loop()
         try:
             self._conn = await loop.run_in_executor(self._executor, self._open_sync)
+            self._reader = self._open_reader()
         except BaseException:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await loop.run_in_executor(self._executor, conn.close)
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
+
+    def _open_reader(self) -> sqlite3.Connection:
+        try:
+            reader = sqlite3.connect(
+                f"file:{self._path.resolve()}?mode=ro",
+                uri=True,
+                timeout=0.2,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            reader.execute("PRAGMA query_only = 1")
+            reader.execute("PRAGMA busy_timeout = 200")  # rare: WAL index recovery
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+        return reader
+
+    def _read_now(self, query: str, args: tuple[Any, ...]) -> Any:
+        """One primary-key lookup on the event loop (see ``_reader``)."""
+        if self._reader is None:
+            raise StorageError("sqlite storage is not open; call open() first")
+        try:
+            return self._reader.execute(query, args).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
 
     def _open_sync(self) -> sqlite3.Connection:
         self._create_file_private()
@@ -312,6 +344,10 @@ class SqliteStorage:
             return
         executor, self._executor = self._executor, None
         conn, self._conn = self._conn, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()
         if conn is not None:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(sqlite3.Error):
@@ -343,13 +379,7 @@ class SqliteStorage:
             )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        return await self._run(self._get_client_sync, client_id)
-
-    def _get_client_sync(self, client_id: str) -> ClientRecord | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT data FROM clients WHERE client_id = ?", (client_id,)
-            ).fetchone()
+        row = self._read_now("SELECT data FROM clients WHERE client_id = ?", (client_id,))
         return None if row is None else ClientRecord.model_validate_json(row[0])
 
     async def delete_client(self, client_id: str) -> bool:
@@ -627,18 +657,11 @@ class SqliteStorage:
             return self._revoke(conn, grant_id, now)
 
     async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None:
-        return await self._run(self._get_access_sync, "token_hash", token_hash)
+        row = self._read_now("SELECT data FROM access_tokens WHERE token_hash = ?", (token_hash,))
+        return None if row is None else AccessTokenRecord.model_validate_json(row[0])
 
     async def get_access_token_by_jti(self, jti: str) -> AccessTokenRecord | None:
-        return await self._run(self._get_access_sync, "jti", jti)
-
-    def _get_access_sync(self, column: str, value: str) -> AccessTokenRecord | None:
-        query = {
-            "token_hash": "SELECT data FROM access_tokens WHERE token_hash = ?",
-            "jti": "SELECT data FROM access_tokens WHERE jti = ? LIMIT 1",
-        }[column]
-        with self._read() as conn:
-            row = conn.execute(query, (value,)).fetchone()
+        row = self._read_now("SELECT data FROM access_tokens WHERE jti = ? LIMIT 1", (jti,))
         return None if row is None else AccessTokenRecord.model_validate_json(row[0])
 
     async def delete_access_token(self, token_hash: str) -> bool:
