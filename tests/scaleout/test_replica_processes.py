@@ -10,26 +10,19 @@ import signal
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 import yaml
 from redis.asyncio import Redis
 
-from mcp_oauthd.oauth.pkce import new_pair
 from mcp_oauthd.testing import flow
-from mcp_oauthd.testing.browser import ScriptedBrowser, form_fields, query_of
 from mcp_oauthd.testing.redis_server import redis_answers
-from tests.conftest import DEMO_PASSWORD, free_port
+from tests.conftest import free_port
 from tests.processes import write_config
+from tests.scaleout.support import on, tokens_across
 
 pytestmark = pytest.mark.skipif(not redis_answers(), reason="no Redis at 127.0.0.1:6379")
-
-
-def on(port: int, url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query, ""))
 
 
 async def test_two_processes_on_one_redis_finish_each_others_flows(
@@ -60,32 +53,7 @@ async def test_two_processes_on_one_redis_finish_each_others_flows(
         await b_proc.wait_for("ready")
         a = f"http://127.0.0.1:{port_a}"
 
-        browser = ScriptedBrowser(http)
-        verifier, challenge = new_pair()
-        consent = await browser.get(flow.authorize_url(a, code_challenge=challenge))  # A
-        action, fields = form_fields(consent.text)
-        fields["decision"] = "approve"
-        to_login = await browser.post(on(port_b, action), fields)  # B
-        assert to_login.location
-        login = await browser.get(on(port_a, to_login.location))  # A
-        action, fields = form_fields(login.text)
-        fields.update(username="alice", password=DEMO_PASSWORD)
-        to_callback = await browser.post(on(port_b, action), fields)  # B
-        assert to_callback.location
-        to_client = await browser.get(on(port_a, to_callback.location))  # A
-        assert to_client.location
-        code = query_of(to_client.location)["code"]
-        status, tokens, _ = await flow.token_request(  # token on B
-            http,
-            on(port_b, a),
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "code_verifier": verifier,
-                "client_id": "cli",
-            },
-        )
-        assert status == 200, tokens
+        tokens = await tokens_across(http, a, port_a, port_b)
         refresh = {"grant_type": "refresh_token", "client_id": "cli"}
         status, second, _ = await flow.token_request(
             http, a, {**refresh, "refresh_token": tokens["refresh_token"]}

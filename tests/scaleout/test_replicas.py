@@ -8,7 +8,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
@@ -17,13 +16,13 @@ from redis.asyncio import Redis
 from mcp_oauthd.app import create_app
 from mcp_oauthd.clock import FakeClock
 from mcp_oauthd.config.models import Config
-from mcp_oauthd.oauth.pkce import new_pair
 from mcp_oauthd.security.audit import Auditor
 from mcp_oauthd.testing import flow
-from mcp_oauthd.testing.browser import ScriptedBrowser, form_fields, query_of
+from mcp_oauthd.testing.browser import ScriptedBrowser
 from mcp_oauthd.testing.daemon import running
 from mcp_oauthd.testing.redis_server import PrivateRedis, redis_answers
 from tests.conftest import DEMO_PASSWORD, base_config, free_port
+from tests.scaleout.support import on, tokens_across
 
 pytestmark = pytest.mark.skipif(not redis_answers(), reason="no Redis at 127.0.0.1:6379")
 
@@ -51,12 +50,6 @@ async def prefix() -> AsyncIterator[str]:
     await client.aclose()
 
 
-def on(port: int, url: str) -> str:
-    """The same URL, sent to another replica (as a load balancer would)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query, ""))
-
-
 async def test_a_flow_hops_between_two_replicas_and_state_is_shared(
     prefix: str, http: aiohttp.ClientSession
 ) -> None:
@@ -67,33 +60,7 @@ async def test_a_flow_hops_between_two_replicas_and_state_is_shared(
     app_a = create_app(config, clock=clock, auditor=auditor_a)
     app_b = create_app(config, clock=clock, auditor=auditor_b)
     async with running(app_a, port_a) as a, running(app_b, port_b):
-        browser = ScriptedBrowser(http)
-        verifier, challenge = new_pair()
-        consent = await browser.get(flow.authorize_url(a, code_challenge=challenge))  # A
-        action, fields = form_fields(consent.text)
-        fields["decision"] = "approve"
-        to_login = await browser.post(on(port_b, action), fields)  # B
-        assert to_login.status == 303 and to_login.location
-        login_page = await browser.get(on(port_a, to_login.location))  # A
-        action, fields = form_fields(login_page.text)
-        fields.update(username="alice", password=DEMO_PASSWORD)
-        to_callback = await browser.post(on(port_b, action), fields)  # B
-        assert to_callback.location
-        to_client = await browser.get(on(port_a, to_callback.location))  # A
-        assert to_client.location
-        code = query_of(to_client.location)["code"]
-
-        status, tokens, _ = await flow.token_request(  # token on B
-            http,
-            on(port_b, a),
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "code_verifier": verifier,
-                "client_id": "cli",
-            },
-        )
-        assert status == 200, tokens
+        tokens = await tokens_across(http, a, port_a, port_b)
         refresh = {"grant_type": "refresh_token", "client_id": "cli"}
         status, second, _ = await flow.token_request(  # refresh on A
             http, a, {**refresh, "refresh_token": tokens["refresh_token"]}
