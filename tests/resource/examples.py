@@ -126,3 +126,46 @@ async def call_whoami(resource: str, http_client: httpx2.AsyncClient) -> dict[st
             assert not result.is_error, result
             structured: dict[str, Any] = result.structured_content
             return structured.get("result", structured)
+
+
+# ---------------------------------------------------------------------------- the contract
+# What every example MCP server must do with tokens it should refuse, whatever its language.
+def challenge(value: str) -> dict[str, str]:
+    assert value.startswith("Bearer "), value
+    return dict(re.findall(r'(\w+)="([^"]*)"', value))
+
+
+async def assert_foreign_token_refused(
+    http: Any, issuer: str, resource: str, mail: str, extra: dict[str, str], body: Any
+) -> None:
+    """A token minted for another resource: 401 invalid_token, with a challenge whose
+    resource_metadata leads back to this server and its authorization server."""
+    from mcp_oauthd.testing import flow
+    from tests.conftest import DEMO_PASSWORD
+
+    token = await flow.tokens(
+        http, issuer, username="alice", password=DEMO_PASSWORD, resource=mail, scope="mail"
+    )
+    headers = {"Authorization": f"Bearer {token['access_token']}", **extra}
+    async with http.post(resource, json=body, headers=headers) as resp:
+        assert resp.status == 401
+        found = challenge(resp.headers["WWW-Authenticate"])
+    assert found["error"] == "invalid_token"
+    assert found["scope"] == "files:read"
+    async with http.get(found["resource_metadata"]) as resp:
+        meta = await resp.json()
+    assert (meta["resource"], meta["authorization_servers"]) == (resource, [issuer])
+
+
+async def assert_missing_scope_refused(http: Any, issuer: str, resource: str) -> None:
+    """A token without the server's required scope: 403 insufficient_scope."""
+    from mcp_oauthd.testing import flow
+    from tests.conftest import DEMO_PASSWORD
+
+    writer = await flow.tokens(
+        http, issuer, username="alice", password=DEMO_PASSWORD, scope="files:write"
+    )
+    headers = {"Authorization": f"Bearer {writer['access_token']}"}
+    async with http.post(resource, json={}, headers=headers) as resp:
+        assert resp.status == 403
+        assert challenge(resp.headers["WWW-Authenticate"])["error"] == "insufficient_scope"

@@ -3,7 +3,6 @@ it directly, and the server refuses other resources' tokens and missing scopes i
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,12 @@ from mcp_oauthd.testing.daemon import running
 from tests.conftest import DEMO_PASSWORD, base_config, free_port
 from tests.mcp_sdk.support import BrowserUser, MemoryTokenStorage, client_metadata, serve_starlette
 from tests.resource.conftest import MAIL, SECRETS, clients, local_provider
-from tests.resource.examples import call_whoami, load_python_example
+from tests.resource.examples import (
+    assert_foreign_token_refused,
+    assert_missing_scope_refused,
+    call_whoami,
+    load_python_example,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,11 +73,6 @@ async def setup() -> AsyncIterator[Setup]:
         yield Setup(config.issuer, resource)
 
 
-def challenge(value: str) -> dict[str, str]:
-    assert value.startswith("Bearer "), value
-    return dict(re.findall(r'(\w+)="([^"]*)"', value))
-
-
 async def test_the_sdk_client_logs_in_and_calls_a_tool(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
@@ -101,30 +100,13 @@ async def test_the_sdk_client_logs_in_and_calls_a_tool(
 async def test_a_token_for_another_resource_is_refused_with_401(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
-    mail = await flow.tokens(
-        http, setup.issuer, username="alice", password=DEMO_PASSWORD, resource=MAIL, scope="mail"
-    )
-    headers = {"Authorization": f"Bearer {mail['access_token']}"}
-    async with http.post(setup.resource, json={}, headers=headers) as resp:
-        assert resp.status == 401
-        found = challenge(resp.headers["WWW-Authenticate"])
-    assert found["error"] == "invalid_token"
-    assert found["scope"] == "files:read"
-    async with http.get(found["resource_metadata"]) as resp:
-        meta = await resp.json()
-    assert (meta["resource"], meta["authorization_servers"]) == (setup.resource, [setup.issuer])
+    await assert_foreign_token_refused(http, setup.issuer, setup.resource, MAIL, {}, {})
 
 
 async def test_a_token_without_the_required_scope_is_refused_with_403(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
-    writer = await flow.tokens(
-        http, setup.issuer, username="alice", password=DEMO_PASSWORD, scope="files:write"
-    )
-    headers = {"Authorization": f"Bearer {writer['access_token']}"}
-    async with http.post(setup.resource, json={}, headers=headers) as resp:
-        assert resp.status == 403
-        assert challenge(resp.headers["WWW-Authenticate"])["error"] == "insufficient_scope"
+    await assert_missing_scope_refused(http, setup.issuer, setup.resource)
 
 
 async def test_forged_identity_headers_are_replaced_by_the_introspected_ones(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -27,7 +26,12 @@ from mcp_oauthd.testing.daemon import running
 from tests.conftest import DEMO_PASSWORD, base_config, free_port
 from tests.mcp_sdk.support import BrowserUser, MemoryTokenStorage, client_metadata
 from tests.resource.conftest import MAIL, SECRETS, clients, local_provider
-from tests.resource.examples import TS_EXAMPLE, call_whoami
+from tests.resource.examples import (
+    TS_EXAMPLE,
+    assert_foreign_token_refused,
+    assert_missing_scope_refused,
+    call_whoami,
+)
 
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
@@ -113,11 +117,6 @@ async def setup(ts_server_js: Path) -> AsyncIterator[Setup]:
             await node.wait()
 
 
-def challenge(value: str) -> dict[str, str]:
-    assert value.startswith("Bearer "), value
-    return dict(re.findall(r'(\w+)="([^"]*)"', value))
-
-
 async def test_a_token_for_its_own_resource_is_accepted(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
@@ -136,33 +135,20 @@ async def test_a_token_for_its_own_resource_is_accepted(
 async def test_a_token_for_another_resource_is_refused_with_401(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
-    mail = await flow.tokens(
-        http, setup.issuer, username="alice", password=DEMO_PASSWORD, resource=MAIL, scope="mail"
+    await assert_foreign_token_refused(
+        http,
+        setup.issuer,
+        setup.resource,
+        MAIL,
+        {"Accept": "application/json, text/event-stream"},
+        {"jsonrpc": "2.0"},
     )
-    headers = {
-        "Authorization": f"Bearer {mail['access_token']}",
-        "Accept": "application/json, text/event-stream",
-    }
-    async with http.post(setup.resource, json={"jsonrpc": "2.0"}, headers=headers) as resp:
-        assert resp.status == 401
-        found = challenge(resp.headers["WWW-Authenticate"])
-    assert found["error"] == "invalid_token"
-    assert found["scope"] == "files:read"
-    async with http.get(found["resource_metadata"]) as resp:
-        meta = await resp.json()
-    assert (meta["resource"], meta["authorization_servers"]) == (setup.resource, [setup.issuer])
 
 
 async def test_a_token_without_the_required_scope_is_refused_with_403(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
-    writer = await flow.tokens(
-        http, setup.issuer, username="alice", password=DEMO_PASSWORD, scope="files:write"
-    )
-    headers = {"Authorization": f"Bearer {writer['access_token']}"}
-    async with http.post(setup.resource, json={}, headers=headers) as resp:
-        assert resp.status == 403
-        assert challenge(resp.headers["WWW-Authenticate"])["error"] == "insufficient_scope"
+    await assert_missing_scope_refused(http, setup.issuer, setup.resource)
 
 
 async def test_the_python_sdk_client_discovers_and_logs_in_against_it(
