@@ -85,16 +85,15 @@ def create_app(
         else None
     )
     tracing = build_tracing(obs.tracing, exporter=span_exporter)
-    raw_storage = storage or build_storage(config.storage)
+    raw_storage = build_storage(config.storage) if storage is None else storage
     # Both wrappers are the identity when metrics and tracing are off.
     storage = instrument_storage(raw_storage, metrics, tracing)
-    provider = instrument_provider(
-        provider
-        or build_provider(config.provider, issuer=config.issuer, storage=storage, clock=clock),
-        metrics,
-        tracing,
-    )
-    auditor = auditor or Auditor()
+    if provider is None:
+        provider = build_provider(
+            config.provider, issuer=config.issuer, storage=storage, clock=clock
+        )
+    provider = instrument_provider(provider, metrics, tracing)
+    auditor = Auditor() if auditor is None else auditor
     if metrics is not None:
         auditor.add_listener(metrics.on_audit)
     policy = RedirectPolicy(
@@ -132,7 +131,8 @@ def create_app(
     https = config.issuer.startswith("https://")
     prefix = md.issuer_path(config.issuer)
 
-    limiter = rate_limiter or build_rate_limiter(config)
+    # `is None`, not `or`: an empty in-memory limiter has len() 0 and is falsy.
+    limiter = build_rate_limiter(config) if rate_limiter is None else rate_limiter
     # Tracing and metrics sit outside the error renderer so they see the final status,
     # and inside request_id_middleware, which resets the log context they bind into.
     observing = [m.middleware for m in (tracing, metrics) if m is not None]

@@ -623,7 +623,8 @@ class RateLimitsConfig(Model):
     )
     introspect: BudgetConfig = Field(
         default_factory=lambda: BudgetConfig(per_minute=600_000, burst=20_000),
-        description="Per IP: /oauth/introspect and /auth/verify (resource servers: the hot path).",
+        description="Per IP and per process: /oauth/introspect and /auth/verify (resource "
+        "servers' hot path; kept in memory even with Redis, an abuse ceiling).",
     )
     default: BudgetConfig = Field(
         default_factory=lambda: BudgetConfig(per_minute=1200, burst=300),

@@ -10,7 +10,7 @@ from mcp_oauthd.http.client_ip import client_ip
 from mcp_oauthd.http.middleware import Handler
 from mcp_oauthd.oauth import metadata as md
 from mcp_oauthd.oauth.errors import RateLimited
-from mcp_oauthd.security.ratelimit import Budget, RateLimiter
+from mcp_oauthd.security.ratelimit import Budget, MemoryRateLimiter, RateLimiter
 
 UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -37,13 +37,19 @@ def route_budgets(config: Config) -> dict[str, tuple[str, Budget]]:
     return {prefix + path: (name, budget(cfg)) for path, (name, cfg) in table.items()}
 
 
-async def check(request: web.Request, limiter_name: str, key: str, limit: Budget) -> None:
+async def check(
+    request: web.Request,
+    limiter_name: str,
+    key: str,
+    limit: Budget,
+    limiter: RateLimiter | None = None,
+) -> None:
     """Take one token; raise ``RateLimited`` (429 + Retry-After) when the bucket is empty.
     The first refusal of a run is audited; the rest are cheap."""
     services = request.app[keys.SERVICES]
-    decision = await request.app[keys.RATE_LIMITER].hit(
-        f"{limiter_name}:{key}", limit, services.now()
-    )
+    if limiter is None:
+        limiter = request.app[keys.RATE_LIMITER]
+    decision = await limiter.hit(f"{limiter_name}:{key}", limit, services.now())
     if decision.allowed:
         return
     if decision.first_refusal:
@@ -56,6 +62,10 @@ def rate_limit_middleware(config: Config, limiter: RateLimiter) -> web.middlewar
     registration_prefix = md.issuer_path(config.issuer) + md.REGISTER_PATH + "/"
     default = ("default", budget(config.rate_limits.default))
     registration = table[md.issuer_path(config.issuer) + md.REGISTER_PATH]
+    # The resource servers' per-request checks keep their (large) budget in this process
+    # even when the shared limiter is Redis: it is an abuse ceiling, not a quota, and a
+    # second Redis round trip would double the cost of the hottest path.
+    local = MemoryRateLimiter(config.rate_limits.max_keys)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -65,7 +75,13 @@ def rate_limit_middleware(config: Config, limiter: RateLimiter) -> web.middlewar
                 name, limit = registration
             else:
                 name, limit = table.get(path, default)
-            await check(request, name, client_ip(request), limit)
+            await check(
+                request,
+                name,
+                client_ip(request),
+                limit,
+                local if name == "introspect" else None,
+            )
         return await handler(request)
 
     return middleware

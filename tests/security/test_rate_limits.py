@@ -121,3 +121,36 @@ def test_trusted_networks_skip_only_our_own_proxies() -> None:
     assert resolve("10.0.0.5", "6.6.6.6, 198.51.100.7, 10.1.1.1", proxy) == "198.51.100.7"
     # A peer outside the trusted networks is the client, whatever it claims.
     assert resolve("198.51.100.8", "1.1.1.1", proxy) == "198.51.100.8"
+
+
+async def test_the_hot_path_budget_stays_in_process_even_with_a_shared_limiter(
+    http: Any,
+) -> None:
+    """Introspection/verify never pay a (Redis) round trip for their abuse ceiling; every
+    other endpoint uses the shared limiter."""
+    from mcp_oauthd.app import create_app
+    from mcp_oauthd.testing.daemon import running
+    from tests.conftest import base_config, free_port
+
+    class CountingLimiter(MemoryRateLimiter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.keys: list[str] = []
+
+        async def hit(self, key: str, budget: Budget, now: float) -> Any:
+            self.keys.append(key)
+            return await super().hit(key, budget, now)
+
+    port = free_port()
+    config = base_config(port, rate_limits={"introspect": {"per_minute": 1, "burst": 1}})
+    shared = CountingLimiter()
+    async with running(create_app(config, rate_limiter=shared), port) as url:
+        headers = {"X-Auth-Resource": config.default_resource.uri}
+        statuses = []
+        for _ in range(2):
+            async with http.get(url + "/auth/verify", headers=headers) as resp:
+                statuses.append(resp.status)
+        async with http.get(url + "/.well-known/oauth-authorization-server") as resp:
+            assert resp.status == 200
+    assert statuses == [401, 429]
+    assert [key.split(":")[0] for key in shared.keys] == ["default"]
