@@ -125,7 +125,7 @@ class AuthorizeService:
         try:
             return self._validate_trusted(client, redirect_uri, state, params)
         except OAuthError as exc:
-            raise _Redirectable(self._error_redirect(redirect_uri, exc, state)) from None
+            raise RedirectableError(self._error_redirect(redirect_uri, exc, state)) from None
 
     def _validate_trusted(
         self,
@@ -436,15 +436,12 @@ class AuthorizeService:
         return Redirect(location, subject=identity.subject)
 
 
-class _Redirectable(Exception):
+class RedirectableError(Exception):
     """An authorization error that may be sent back to the (trusted) redirect URI."""
 
     def __init__(self, redirect: Redirect) -> None:
         super().__init__("redirectable authorization error")
         self.redirect = redirect
-
-
-RedirectableError = _Redirectable
 
 
 def _expired() -> PageError:

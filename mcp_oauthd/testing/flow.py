@@ -51,8 +51,29 @@ async def login(
     verifier, challenge = new_pair()
     params.setdefault("code_challenge", challenge)
     browser = ScriptedBrowser(http)
-    redirect_prefix = params.get("redirect_uri", DEFAULT_REDIRECT)
-    hop = await browser.get(authorize_url(issuer, **params))
+    hop = await walk(
+        browser,
+        authorize_url(issuer, **params),
+        username=username,
+        password=password,
+        redirect_prefix=params.get("redirect_uri", DEFAULT_REDIRECT),
+        approve=approve,
+    )
+    return FlowResult(hop, verifier, browser)
+
+
+async def walk(
+    browser: ScriptedBrowser,
+    url: str,
+    *,
+    username: str,
+    password: str,
+    redirect_prefix: str,
+    approve: bool = True,
+) -> Hop:
+    """From an authorization URL through our consent and local login pages to the last hop
+    (normally the redirect to ``redirect_prefix``)."""
+    hop = await browser.get(url)
     if hop.status == 200 and 'name="flow"' in hop.text:
         action, fields = form_fields(hop.text)
         fields["decision"] = "approve" if approve else "deny"
@@ -62,7 +83,7 @@ async def login(
         action, fields = form_fields(hop.text)
         fields.update(username=username, password=password)
         hop = await browser.follow(await browser.post(action, fields), redirect_prefix)
-    return FlowResult(hop, verifier, browser)
+    return hop
 
 
 async def token_request(

@@ -22,7 +22,8 @@ from mcp.shared.auth import (
 )
 
 from mcp_oauthd.storage.base import Storage
-from mcp_oauthd.testing.browser import ScriptedBrowser, form_fields, query_of
+from mcp_oauthd.testing import flow
+from mcp_oauthd.testing.browser import ScriptedBrowser, query_of
 
 Verify = Callable[[str], Awaitable[AccessToken | None]]
 
@@ -123,18 +124,13 @@ class BrowserUser:
 
     async def open(self, url: str) -> None:
         self.authorization_urls.append(url)
-        hop = await self.browser.get(url)
-        if hop.status == 200 and 'name="flow"' in hop.text:
-            action, fields = form_fields(hop.text)
-            fields["decision"] = "approve"
-            hop = await self.browser.post(action, fields)
-        hop = await self.browser.follow(hop, self.redirect_prefix)
-        if hop.status == 200 and 'name="password"' in hop.text:
-            action, fields = form_fields(hop.text)
-            fields.update(username=self.username, password=self.password)
-            hop = await self.browser.follow(
-                await self.browser.post(action, fields), self.redirect_prefix
-            )
+        hop = await flow.walk(
+            self.browser,
+            url,
+            username=self.username,
+            password=self.password,
+            redirect_prefix=self.redirect_prefix,
+        )
         assert hop.location and hop.location.startswith(self.redirect_prefix), hop
         query = query_of(hop.location)
         self.result = AuthorizationCodeResult(

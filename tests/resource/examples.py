@@ -169,3 +169,32 @@ async def assert_missing_scope_refused(http: Any, issuer: str, resource: str) ->
     async with http.post(resource, json={}, headers=headers) as resp:
         assert resp.status == 403
         assert challenge(resp.headers["WWW-Authenticate"])["error"] == "insufficient_scope"
+
+
+async def sdk_login_and_whoami(http: Any, resource: str, redirect: str) -> tuple[Any, Any]:
+    """The official SDK client (pre-registered as ``cli``) discovers the server, lets alice
+    log in and calls ``whoami``; returns the identity and the SDK's OAuth provider."""
+    from mcp.client.auth.oauth2 import OAuthClientProvider
+    from mcp.shared.auth import OAuthClientInformationFull
+
+    from tests.conftest import DEMO_PASSWORD
+    from tests.mcp_sdk.support import BrowserUser, MemoryTokenStorage, client_metadata
+
+    store = MemoryTokenStorage(
+        client_info=OAuthClientInformationFull(
+            client_id="cli",
+            redirect_uris=[redirect],  # type: ignore[list-item]
+            token_endpoint_auth_method="none",
+        )
+    )
+    user = BrowserUser(http, "alice", DEMO_PASSWORD, redirect)
+    provider = OAuthClientProvider(
+        server_url=resource,
+        client_metadata=client_metadata(redirect),
+        storage=store,
+        redirect_handler=user.open,
+        callback_handler=user.callback,
+    )
+    async with httpx2.AsyncClient(auth=provider, timeout=30) as client:
+        identity = await call_whoami(resource, client)
+    return identity, provider

@@ -10,8 +10,6 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
-from mcp.client.auth.oauth2 import OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull
 
 from mcp_oauthd.app import create_app
 from mcp_oauthd.clock import SystemClock
@@ -19,13 +17,14 @@ from mcp_oauthd.storage.memory import MemoryStorage
 from mcp_oauthd.testing import flow
 from mcp_oauthd.testing.daemon import running
 from tests.conftest import DEMO_PASSWORD, base_config, free_port
-from tests.mcp_sdk.support import BrowserUser, MemoryTokenStorage, client_metadata, serve_starlette
+from tests.mcp_sdk.support import serve_starlette
 from tests.resource.conftest import MAIL, SECRETS, clients, local_provider
 from tests.resource.examples import (
     assert_foreign_token_refused,
     assert_missing_scope_refused,
     call_whoami,
     load_python_example,
+    sdk_login_and_whoami,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -76,23 +75,7 @@ async def setup() -> AsyncIterator[Setup]:
 async def test_the_sdk_client_logs_in_and_calls_a_tool(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
-    store = MemoryTokenStorage(
-        client_info=OAuthClientInformationFull(
-            client_id="cli",
-            redirect_uris=[REDIRECT],  # type: ignore[list-item]
-            token_endpoint_auth_method="none",
-        )
-    )
-    user = BrowserUser(http, "alice", DEMO_PASSWORD, REDIRECT)
-    provider = OAuthClientProvider(
-        server_url=setup.resource,
-        client_metadata=client_metadata(REDIRECT),
-        storage=store,
-        redirect_handler=user.open,
-        callback_handler=user.callback,
-    )
-    async with httpx2.AsyncClient(auth=provider, timeout=30) as client:
-        identity = await call_whoami(setup.resource, client)
+    identity, provider = await sdk_login_and_whoami(http, setup.resource, REDIRECT)
     assert (identity["subject"], identity["email"]) == ("local:alice", "alice@example.com")
     assert provider.context.auth_server_url == setup.issuer
 

@@ -15,8 +15,6 @@ from pathlib import Path
 import aiohttp
 import httpx2
 import pytest
-from mcp.client.auth.oauth2 import OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull
 
 from mcp_oauthd.app import create_app
 from mcp_oauthd.clock import SystemClock
@@ -24,13 +22,13 @@ from mcp_oauthd.storage.memory import MemoryStorage
 from mcp_oauthd.testing import flow
 from mcp_oauthd.testing.daemon import running
 from tests.conftest import DEMO_PASSWORD, base_config, free_port
-from tests.mcp_sdk.support import BrowserUser, MemoryTokenStorage, client_metadata
 from tests.resource.conftest import MAIL, SECRETS, clients, local_provider
 from tests.resource.examples import (
     TS_EXAMPLE,
     assert_foreign_token_refused,
     assert_missing_scope_refused,
     call_whoami,
+    sdk_login_and_whoami,
 )
 
 NODE = shutil.which("node")
@@ -154,21 +152,5 @@ async def test_a_token_without_the_required_scope_is_refused_with_403(
 async def test_the_python_sdk_client_discovers_and_logs_in_against_it(
     setup: Setup, http: aiohttp.ClientSession
 ) -> None:
-    store = MemoryTokenStorage(
-        client_info=OAuthClientInformationFull(
-            client_id="cli",
-            redirect_uris=[REDIRECT],  # type: ignore[list-item]
-            token_endpoint_auth_method="none",
-        )
-    )
-    user = BrowserUser(http, "alice", DEMO_PASSWORD, REDIRECT)
-    provider = OAuthClientProvider(
-        server_url=setup.resource,
-        client_metadata=client_metadata(REDIRECT),
-        storage=store,
-        redirect_handler=user.open,
-        callback_handler=user.callback,
-    )
-    async with httpx2.AsyncClient(auth=provider, timeout=30) as client:
-        identity = await call_whoami(setup.resource, client)
+    identity, _ = await sdk_login_and_whoami(http, setup.resource, REDIRECT)
     assert identity["subject"] == "local:alice"
