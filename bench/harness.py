@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -73,6 +74,7 @@ class Bench:
         self.baselines: list[Measurement] = []
         self.baseline_samples: list[Measurement] = []  # every baseline load, for the spread
         self.baseline: tuple[str, Path] | None = None
+        self.baseline_pid: int | None = None
         self.measurements: list[Measurement] = []
         self.extras: dict[str, Any] = {"notes": []}
         self.profiles: list[dict[str, Any]] = []
@@ -119,7 +121,10 @@ class Bench:
         start: int = 0,
         timeout: float | None = None,
         threads: int | None = None,
+        pid: int | None = None,
     ) -> tuple[wrk.WrkResult, int]:
+        """Load ``url`` with wrk; with ``pid`` (the one server process) also record the
+        CPU time it spent (``WrkResult.cpu_us_per_request``)."""
         pool = pools / f"{scenario.pool}.txt" if pools is not None and scenario.pool else None
         args = wrk.command(
             url + scenario.path,
@@ -132,7 +137,12 @@ class Bench:
             start=start,
             once=scenario.once,
         )
+        cpu_before = procs.cpu_seconds(pid) if pid is not None else None
         result = wrk.run(args, wall_timeout=duration + 120)
+        if pid is not None and cpu_before is not None:
+            result = dataclasses.replace(
+                result, server_cpu_s=procs.cpu_seconds(pid) - cpu_before
+            )
         return result, (wrk.next_start(start, result) if scenario.once else start)
 
     # ------------------------------------------------------------------ processes
@@ -352,6 +362,7 @@ class Bench:
                     connections=c,
                     duration=self.opts.duration,
                     start=start,
+                    pid=d.proc.pid if d.workers == 1 else None,
                 )
                 return result
 
@@ -368,10 +379,17 @@ class Bench:
             m = _measurement(scenario.name, d.backend, connections, result, note, paired)
             self.measurements.append(m)
             ratio = report.ratio(m.rps, paired) if paired else None
+            cpu = ""
+            if m.cpu_us is not None:
+                cpu = f"  cpu {m.cpu_us:.0f} us/req"
+                base_cpu = self.baseline_cpu_us(connections)
+                if base_cpu is not None:
+                    cpu += f" (baseline {base_cpu:.0f}: cpu ratio {base_cpu / m.cpu_us:.2f})"
             self.log(
                 f"{scenario.name:<18} {d.backend:<7} c={connections:<4} {m.rps:8.0f} req/s "
                 f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms errors {m.error_total}"
                 + (f"  ratio {ratio:.2f} (baseline {paired:.0f})" if ratio is not None else "")
+                + cpu
             )
         if scenario.name in self.opts.profile and d.backend == self.opts.profile_backend:
             self.profile(d, scenario, offset)
@@ -432,6 +450,7 @@ class Bench:
         cmd = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
         proc = procs.spawn(cmd, where / "baseline.log", cwd=ROOT)
         self.running.append(proc)
+        self.baseline_pid = proc.pid
         url = f"http://127.0.0.1:{port}"
         procs.wait_ready(proc, url + "/readyz", timeout=60)
         self.baseline = (url, pools)
@@ -446,9 +465,19 @@ class Bench:
             pools,
             connections=connections,
             duration=duration,
+            pid=self.baseline_pid,
         )
         self.baseline_samples.append(_measurement("baseline", "aiohttp", connections, result))
         return result
+
+    def baseline_cpu_us(self, connections: int) -> float | None:
+        """The baseline's mean server CPU per request at ``connections`` so far."""
+        values = [
+            s.cpu_us
+            for s in self.baseline_samples
+            if s.connections == connections and s.cpu_us is not None
+        ]
+        return sum(values) / len(values) if values else None
 
     def run_baseline(self, when: str) -> None:
         if self.opts.warmup > 0:
@@ -734,6 +763,7 @@ def _measurement(
         errors=result.error_counts(),
         note=note,
         paired_baseline_rps=None if paired is None else round(paired, 1),
+        cpu_us=None if result.cpu_us_per_request is None else round(result.cpu_us_per_request, 1),
     )
 
 

@@ -123,6 +123,15 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used, from /proc/<pid>/stat (clock ticks)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MiB (VmRSS from /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -48,6 +48,8 @@ class Measurement:
     #: The baseline measured right around this measurement (half before, half after), when
     #: the run pairs them; the ratio then divides by this instead of the run's mean.
     paired_baseline_rps: float | None = None
+    #: Server CPU microseconds per request (one server process only), when measured.
+    cpu_us: float | None = None
 
     @property
     def error_total(self) -> int:

@@ -36,6 +36,16 @@ class WrkResult:
     used_max: int = 0  # most pool values one thread used (single-use pools)
     exhausted: int = 0  # requests sent after a thread's single-use pool ran out
     threads: int = 1
+    #: CPU seconds the server process spent during the load (user + system), when known.
+    server_cpu_s: float | None = None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Server CPU per request: unlike req/s, barely moved by what else the machine runs
+        (a busy neighbour slows the clock, not the instructions a request takes)."""
+        if self.server_cpu_s is None or self.requests <= 0:
+            return None
+        return self.server_cpu_s * 1e6 / self.requests
 
     @property
     def rps(self) -> float:

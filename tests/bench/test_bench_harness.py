@@ -411,3 +411,21 @@ def test_the_py_spy_command_records_raw_stacks_without_pausing_the_daemon() -> N
     cmd = profiling.record_command("py-spy", 42, 9.6, Path("o.txt"))
     assert cmd[:3] == ["py-spy", "record", "--pid"]
     assert "--nonblocking" in cmd and "raw" in cmd and "10" in cmd
+
+
+# ------------------------------------------------------------------ server CPU per request
+def test_server_cpu_per_request_divides_the_cpu_time_by_the_requests() -> None:
+    result = wrk.WrkResult(
+        requests=4000, duration_s=4.0, p50_ms=1, p90_ms=1, p99_ms=1, mean_ms=1, max_ms=1
+    )
+    assert result.cpu_us_per_request is None  # not measured
+    measured = wrk.WrkResult(**{**result.__dict__, "server_cpu_s": 0.25})
+    assert measured.cpu_us_per_request == pytest.approx(62.5)
+
+
+def test_cpu_seconds_reads_a_process_s_user_and_system_time() -> None:
+    import os
+
+    from bench import procs
+
+    assert procs.cpu_seconds(os.getpid()) > 0
