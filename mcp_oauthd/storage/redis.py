@@ -52,6 +52,14 @@ second run would answer differently carry a random per-call nonce: a retried
 ``create_grant`` does not fail with "already exists". Boolean results of deletes may read
 False after such a retry; that is harmless.
 
+Round trips: every single command and script (all the hot paths: token and client
+lookups, rotations, code redemption, ephemeral state) goes through ``CommandPipeliner``:
+the commands issued concurrently share one write and one read on one of a few dedicated
+connections (auto-pipelining) instead of each paying redis-py's per-command overhead.
+Each stays a command of its own, run by Redis alone and in order, so nothing above
+changes; only ``put_code``'s MULTI/EXEC, the listings, SCAN and ``ping`` use redis-py's
+pool.
+
 The cluster story
 -----------------
 The hot path needs a token's record from its hash alone (one GET), yet revocation must
@@ -100,17 +108,25 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import (
+    BusyLoadingError,
+    DataError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
 
 from ..config.models import RedisStorageConfig
 from ..plugins import StoragePlugin
@@ -531,6 +547,204 @@ def _load_ephemeral(raw: str | None, now: float) -> dict[str, Any] | None:
     return cast(dict[str, Any], entry["d"])
 
 
+# ----------------------------------------------------------------------------- pipelining
+#: Dedicated connections of one ``CommandPipeliner``: the most batches in flight at once.
+#: Redis runs commands one at a time, so more connections buy no server throughput; fewer
+#: mean fuller batches (less CPU here) at the price of waiting for a free connection.
+PIPELINE_CONNECTIONS = 8
+#: The most commands written in one batch (keeps one batch's replies bounded).
+PIPELINE_MAX_BATCH = 256
+
+_Job = tuple[tuple[EncodableT, ...], "asyncio.Future[Any]"]
+
+# hiredis packs a command in C, about ten times faster than redis-py's asyncio client
+# does in Python (its sync client uses hiredis the same way, ``HiredisRespSerializer``).
+_hiredis_pack: Callable[[tuple[EncodableT, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - a dependency (pyproject.toml); redis-py packs then
+    _hiredis_pack = None
+else:
+    _hiredis_pack = cast(Callable[[tuple[EncodableT, ...]], bytes], _pack_command)
+
+
+class CommandPipeliner:
+    """Auto-pipelining: the independent commands issued concurrently share round trips.
+
+    Why: redis-py's asyncio client spends about 70 us of CPU on every command (a pool
+    acquire and release under an ``asyncio.Condition``, a task per socket write from
+    ``asyncio.wait_for``, a timeout per read, observability hooks, a send and a receive
+    system call each), more than the whole rest of an introspection request. Here every
+    command submitted while the event loop runs goes out in one write on one of a few
+    dedicated connections, and the replies are handed out in order (Redis answers a
+    connection's commands in the order they were sent). Under load one batch carries
+    dozens of commands; a lone command costs what it did before, minus the overhead.
+
+    Only *independent* commands belong here: each one a whole command or script, named
+    by one word ("GET", not "SCRIPT LOAD"). Never a MULTI/EXEC (another caller's command
+    could land inside the transaction) nor a command whose meaning depends on connection
+    state (SELECT, WATCH, CLIENT ...).
+
+    Failures follow redis-py's own rules: each batch has one deadline (the client's
+    ``socket_timeout``); a connection error or timeout disconnects the connection and,
+    by the connection's ``Retry``, sends again the commands whose replies had not
+    arrived (scripts that a second run would answer differently carry a nonce, see the
+    module docstring), and once the retries are spent every waiting caller gets the
+    error. A reply error (``ResponseError``, e.g. NOSCRIPT) goes to its own caller only:
+    the connection stays in step. Callers never touch a socket: a cancelled caller just
+    drops its reply, so a cancellation can never leave a connection out of step (the
+    classic asyncio-client bug of handing one caller another caller's reply).
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        max_connections: int = PIPELINE_CONNECTIONS,
+        max_batch: int = PIPELINE_MAX_BATCH,
+    ) -> None:
+        kwargs: dict[str, Any] = dict(pool.connection_kwargs)
+        # The deadline covers a whole batch (connect, write, every reply), so the
+        # connection itself needs none: that saves a task per write and a timer per read.
+        self._deadline: float | None = kwargs.get("socket_timeout")
+        kwargs["socket_timeout"] = None
+        self._new_connection = partial(pool.connection_class, **kwargs)
+        # hiredis encodes text as strict UTF-8, redis-py's default; other settings keep
+        # redis-py's own packer.
+        encoding = str(kwargs.get("encoding", "utf-8")).lower().replace("_", "-")
+        strict = kwargs.get("encoding_errors", "strict") == "strict"
+        self._fast_pack = _hiredis_pack if encoding in ("utf-8", "utf8") and strict else None
+        self._max_connections = max(1, max_connections)
+        self._max_batch = max(1, max_batch)
+        self._idle: list[AbstractConnection] = []
+        self._busy: set[AbstractConnection] = set()
+        self._queue: list[_Job] = []
+        self._runners: set[asyncio.Task[None]] = set()
+        # A runner was started and has not taken the queue yet: the commands submitted
+        # meanwhile join its batch instead of starting runners of their own.
+        self._starting = False
+
+    def execute(self, *args: EncodableT) -> asyncio.Future[Any]:
+        """Queue one command; the future gets its reply (or its error)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, future))
+        if not self._starting and len(self._runners) < self._max_connections:
+            self._starting = True
+            task = loop.create_task(self._run())
+            self._runners.add(task)
+            # A task cancelled before it ran never reaches ``_run``'s ``finally``.
+            task.add_done_callback(self._runners.discard)
+        return future
+
+    async def run_script(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[EncodableT]
+    ) -> Any:
+        """EVALSHA, falling back to EVAL when Redis lost the script (a restart or a
+        SCRIPT FLUSH); NOSCRIPT means it did not run, so running it now is its first run."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.execute("EVAL", script.script, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        """Disconnect; commands in flight or queued fail with a connection error."""
+        runners = list(self._runners)
+        for task in runners:
+            task.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        queued, self._queue = self._queue, []
+        _fail([future for _, future in queued], RedisConnectionError("redis client closed"))
+        conns = self._idle + list(self._busy)
+        self._idle.clear()
+        self._busy.clear()
+        self._starting = False
+        for conn in conns:
+            await conn.disconnect()
+
+    async def _run(self) -> None:
+        self._starting = False
+        conn: AbstractConnection | None = None
+        try:
+            while self._queue:
+                if conn is None:
+                    conn = self._idle.pop() if self._idle else self._new_connection()
+                    self._busy.add(conn)
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                await self._exchange(conn, batch)
+        except Exception as exc:  # pragma: no cover - a broken setting: fail, never hang
+            queued, self._queue = self._queue, []
+            _fail([future for _, future in queued], exc)
+        finally:
+            # Leave the runner count now, not in a done callback a loop turn later: a
+            # command queued in between would otherwise find every runner slot taken
+            # by runners that will never look at the queue again.
+            task = asyncio.current_task()
+            if task is not None:
+                self._runners.discard(task)
+            if conn is not None:
+                self._busy.discard(conn)
+                self._idle.append(conn)
+
+    async def _exchange(self, conn: AbstractConnection, jobs: list[_Job]) -> None:
+        batch: list[tuple[list[bytes], asyncio.Future[Any]]] = []
+        fast_pack = self._fast_pack
+        for args, future in jobs:
+            try:
+                if fast_pack is None:
+                    batch.append((conn.pack_command(*args), future))
+                else:
+                    batch.append(([fast_pack(args)], future))
+            except TypeError as exc:  # hiredis on a bool, None ...: as redis-py says it
+                future.set_exception(DataError(str(exc)))
+            except Exception as exc:  # an argument that cannot be encoded: its caller only
+                future.set_exception(exc)
+        if not batch:
+            return
+        done = 0  # replies handed out so far; a retry sends only the rest
+
+        async def attempt() -> None:
+            nonlocal done
+            try:
+                async with asyncio.timeout(self._deadline):
+                    await conn.send_packed_command(
+                        [chunk for packed, _ in batch[done:] for chunk in packed]
+                    )
+                    while done < len(batch):
+                        future = batch[done][1]
+                        try:
+                            reply = await conn.read_response()
+                        except ResponseError as exc:  # this command's own error
+                            if not future.done():
+                                future.set_exception(exc)
+                        else:
+                            if not future.done():
+                                future.set_result(reply)
+                        done += 1
+            except TimeoutError:
+                raise RedisTimeoutError("Timeout talking to redis") from None
+
+        async def failed(error: Exception) -> None:
+            await conn.disconnect(nowait=True)  # the retry connects afresh
+
+        try:
+            await conn.retry.call_with_retry(attempt, failed)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RedisConnectionError("client closed")
+            _fail([future for _, future in batch[done:]], error)
+            # Out of step or out of retries: nothing more can be read on this connection.
+            await conn.disconnect(nowait=True)
+            if not isinstance(exc, Exception):
+                raise
+
+
+def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
 class RedisStorage:
     """A ``Storage`` in Redis, shared by every replica (see the module docstring)."""
 
@@ -547,9 +761,12 @@ class RedisStorage:
     ) -> None:
         self._base = f"{config.key_prefix}{HASH_TAG}:"
         self._tombstone_ttl = int(tombstone_ttl)
-        # A blocking pool: with more calls in flight than connections, a call waits (up
-        # to the command timeout) for a free connection; the default pool raises "Too
-        # many connections" instead, a 503 under load (bench/README.md).
+        # Single commands and scripts (all the hot paths) go through the pipeliner, on
+        # its own few connections made with this pool's settings; the pool itself serves
+        # the rest (transactions, scans, ping). A blocking pool: with more calls in flight
+        # than connections, a call waits (up to the command timeout) for a free
+        # connection; the default pool raises "Too many connections" instead, a 503
+        # under load (bench/README.md).
         pool = BlockingConnectionPool.from_url(
             config.url.get_secret_value(),
             decode_responses=True,
@@ -563,6 +780,7 @@ class RedisStorage:
             timeout=command_timeout,
         )
         self._redis: Redis = Redis.from_pool(pool)
+        self._pipe = CommandPipeliner(pool)
         r = self._redis
         self._consume_code = r.register_script(_CONSUME_CODE)
         self._create_grant = r.register_script(_CREATE_GRANT)
@@ -597,10 +815,21 @@ class RedisStorage:
         except RedisError as exc:
             raise StorageError(f"redis error during {what} ({type(exc).__name__})") from None
 
+    async def _cmd(self, what: str, *args: EncodableT) -> Any:
+        """One pipelined command (``CommandPipeliner``), errors translated as ``_call``."""
+        try:
+            return await self._pipe.execute(*args)
+        except _RETRYABLE as exc:
+            raise StorageUnavailable(
+                f"redis unavailable during {what} ({type(exc).__name__})"
+            ) from None
+        except RedisError as exc:
+            raise StorageError(f"redis error during {what} ({type(exc).__name__})") from None
+
     async def _script(
         self, what: str, script: AsyncScript, keys: list[str], args: list[Any]
     ) -> Any:
-        return await self._call(what, lambda: script(keys=keys, args=args))
+        return await self._call(what, lambda: self._pipe.run_script(script, keys, args))
 
     async def _scan(self, kind: str) -> AsyncIterator[list[str]]:
         """Batches of keys of one kind (or every kind when ``kind`` is empty)."""
@@ -643,6 +872,7 @@ class RedisStorage:
         await self.ping()
 
     async def close(self) -> None:
+        await self._pipe.aclose()
         await self._redis.aclose()
 
     async def ping(self) -> None:
@@ -677,7 +907,7 @@ class RedisStorage:
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         key = self._k("client", client_id)
-        raw = await self._call("get_client", lambda: self._redis.get(key))
+        raw = await self._cmd("get_client", "GET", key)
         return None if raw is None else ClientRecord.model_validate_json(raw)
 
     async def delete_client(self, client_id: str) -> bool:
@@ -690,9 +920,7 @@ class RedisStorage:
     async def count_clients_by_ip(self, ip: str, now: float) -> int:
         key = self._k("cip", ip)
         # Live: expires_at > now (exclusive lower bound); deletes keep the index exact.
-        res = await self._call(
-            "count_clients_by_ip", lambda: self._redis.zcount(key, f"({_f(now)}", "+inf")
-        )
+        res = await self._cmd("count_clients_by_ip", "ZCOUNT", key, f"({_f(now)}", "+inf")
         return int(res)
 
     async def list_clients(self) -> list[ClientRecord]:
@@ -714,17 +942,15 @@ class RedisStorage:
         # which use the caller's ``now``), floored at the margin for fake clocks.
         ttl = _ttl(expires_at, time.time())
         rkey = self._eph_key(kind, key)
-        await self._call("put_ephemeral", lambda: self._redis.set(rkey, raw, ex=ttl))
+        await self._cmd("put_ephemeral", "SET", rkey, raw, "EX", ttl)
 
     async def get_ephemeral(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
         rkey = self._eph_key(kind, key)
-        return _load_ephemeral(
-            await self._call("get_ephemeral", lambda: self._redis.get(rkey)), now
-        )
+        return _load_ephemeral(await self._cmd("get_ephemeral", "GET", rkey), now)
 
     async def take_ephemeral(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
         rkey = self._eph_key(kind, key)
-        raw = await self._call("take_ephemeral", lambda: self._redis.getdel(rkey))
+        raw = await self._cmd("take_ephemeral", "GETDEL", rkey)
         return _load_ephemeral(raw, now)
 
     # ----------------------------------------------------------------- codes
@@ -798,7 +1024,7 @@ class RedisStorage:
 
     async def get_grant(self, grant_id: str) -> GrantRecord | None:
         key = self._k("grant", grant_id)
-        fields = await self._call("get_grant", lambda: self._redis.hmget(key, ["rec", "up", "rev"]))
+        fields = await self._cmd("get_grant", "HMGET", key, "rec", "up", "rev")
         return self._grant_from(list(fields))
 
     async def list_grants(
@@ -855,7 +1081,7 @@ class RedisStorage:
 
     async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None:
         key = self._k("at", token_hash)
-        raw = await self._call("get_access_token", lambda: self._redis.get(key))
+        raw = await self._cmd("get_access_token", "GET", key)
         return None if raw is None else AccessTokenRecord.model_validate_json(raw)
 
     async def get_access_token_by_jti(self, jti: str) -> AccessTokenRecord | None:
@@ -875,9 +1101,7 @@ class RedisStorage:
 
     async def get_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
         key = self._k("rt", token_hash)
-        rec, rot, succ = await self._call(
-            "get_refresh_token", lambda: self._redis.hmget(key, ["rec", "rot", "succ"])
-        )
+        rec, rot, succ = await self._cmd("get_refresh_token", "HMGET", key, "rec", "rot", "succ")
         if rec is None:
             return None
         record = RefreshTokenRecord.model_validate_json(rec)
@@ -925,13 +1149,13 @@ class RedisStorage:
         key = self._consent_key(consent.subject, consent.client_id, consent.resource)
         ttl = _ttl(consent.expires_at, consent.granted_at)
         raw = consent.model_dump_json()
-        await self._call("put_consent", lambda: self._redis.set(key, raw, ex=ttl))
+        await self._cmd("put_consent", "SET", key, raw, "EX", ttl)
 
     async def get_consent(
         self, subject: str, client_id: str, resource: str
     ) -> ConsentRecord | None:
         key = self._consent_key(subject, client_id, resource)
-        raw = await self._call("get_consent", lambda: self._redis.get(key))
+        raw = await self._cmd("get_consent", "GET", key)
         return None if raw is None else ConsentRecord.model_validate_json(raw)
 
     # ----------------------------------------------------------------- signing keys
