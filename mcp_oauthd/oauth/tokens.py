@@ -6,7 +6,7 @@ presented token to the right lookup without a second storage call.
 
 from __future__ import annotations
 
-from mcp_oauthd.security.crypto import random_token, sha256_hex
+from mcp_oauthd.security.crypto import random_token, random_tokens, sha256_hex
 
 ACCESS_PREFIX = "mcpat_"
 REFRESH_PREFIX = "mcprt_"
@@ -30,6 +30,13 @@ def new_code() -> str:
 def new_id() -> str:
     """A record id (grant id, jti): 128 bits, not a credential."""
     return random_token(16)
+
+
+def new_token_values() -> tuple[str, str, str]:
+    """``(new_id(), new_access_token(), new_refresh_token())`` from one CSPRNG draw: the
+    values a token response needs (see ``random_tokens``)."""
+    jti, access, refresh = random_tokens(16, 32, 32)
+    return jti, ACCESS_PREFIX + access, REFRESH_PREFIX + refresh
 
 
 def token_hash(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 from mcp_oauthd.oauth import pkce, scopes
@@ -20,9 +21,7 @@ from mcp_oauthd.oauth.errors import (
 from mcp_oauthd.oauth.tokens import (
     ACCESS_PREFIX,
     REFRESH_PREFIX,
-    new_access_token,
-    new_id,
-    new_refresh_token,
+    new_token_values,
     token_hash,
 )
 from mcp_oauthd.observability.tracing import traced
@@ -42,6 +41,29 @@ from mcp_oauthd.storage.base import (
 )
 
 _SUCCESSOR_CONTEXT = b"mcp-oauthd refresh successor v1"
+# The keys of a refresh grant's response (``TokenService._response`` with a refresh token).
+_REFRESH_RESPONSE_KEYS = frozenset(
+    ("access_token", "token_type", "expires_in", "scope", "refresh_token")
+)
+
+
+def _successor_plaintext(body: Mapping[str, Any], expires_at: float) -> bytes:
+    """``json.dumps({**body, "expires_at": expires_at}).encode()``: what the refresh grant
+    seals for its grace-window replay, read back with ``json.loads``.
+
+    Written out for the known response (a quarter of ``json.dumps``'s cost, on every
+    refresh), every string escaped by the encoder ``json.dumps`` itself uses, so the bytes
+    are the same; any other shape of response goes through ``json.dumps``.
+    """
+    if body.keys() != _REFRESH_RESPONSE_KEYS:
+        return json.dumps({**body, "expires_at": expires_at}).encode()
+    return (
+        f'{{"access_token": {_json_str(body["access_token"])}, '
+        f'"token_type": {_json_str(body["token_type"])}, '
+        f'"expires_in": {int(body["expires_in"])}, "scope": {_json_str(body["scope"])}, '
+        f'"refresh_token": {_json_str(body["refresh_token"])}, '
+        f'"expires_at": {float(expires_at)!r}}}'
+    ).encode()
 
 
 class TokenService:
@@ -72,30 +94,39 @@ class TokenService:
         self, grant: GrantRecord, token_scopes: list[str], now: float, with_refresh: bool
     ) -> tuple[str, AccessTokenRecord, str | None, RefreshTokenRecord | None]:
         tokens = self.s.config.tokens
-        access_record = AccessTokenRecord(
-            token_hash="",  # set below, once the token's value is known
-            jti=new_id(),
-            grant_id=grant.grant_id,
-            client_id=grant.client_id,
-            subject=grant.subject,
-            username=grant.username,
-            email=grant.email,
-            resource=grant.resource,
-            scopes=token_scopes,
-            issued_at=now,
-            expires_at=min(now + tokens.access_token_ttl, grant.expires_at),
-        )
+        # Every random value of the response from one CSPRNG draw; unused ones (the opaque
+        # value of a JWT response, the refresh token of a response without one) are dropped.
+        jti, opaque, refresh = new_token_values()
+        expires_at = min(now + tokens.access_token_ttl, grant.expires_at)
+
+        def access_record(digest: str) -> AccessTokenRecord:
+            return AccessTokenRecord(
+                token_hash=digest,
+                jti=jti,
+                grant_id=grant.grant_id,
+                client_id=grant.client_id,
+                subject=grant.subject,
+                username=grant.username,
+                email=grant.email,
+                resource=grant.resource,
+                scopes=token_scopes,
+                issued_at=now,
+                expires_at=expires_at,
+            )
+
         if tokens.format == "jwt":
             # RFC 9068, and still recorded by hash so revocation shows via introspection.
             if self.s.signing_keys is None:
                 raise TemporarilyUnavailable("the token signing keys are not loaded")
-            access = self.s.signing_keys.sign_access_token(access_record, self.s.config.issuer)
+            # The claims do not include the hash, which needs the signed value.
+            access = self.s.signing_keys.sign_access_token(access_record(""), self.s.config.issuer)
         else:
-            access = new_access_token()
-        access_record = access_record.model_copy(update={"token_hash": token_hash(access)})
+            access = opaque
+        # Built once with its hash (an opaque value is known up front): one validation,
+        # no model_copy.
+        access_rec = access_record(token_hash(access))
         if not with_refresh:
-            return access, access_record, None, None
-        refresh = new_refresh_token()
+            return access, access_rec, None, None
         refresh_record = RefreshTokenRecord(
             token_hash=token_hash(refresh),
             grant_id=grant.grant_id,
@@ -104,7 +135,7 @@ class TokenService:
             issued_at=now,
             expires_at=min(now + tokens.refresh_token_ttl, grant.expires_at),
         )
-        return access, access_record, refresh, refresh_record
+        return access, access_rec, refresh, refresh_record
 
     @staticmethod
     def _response(
@@ -219,9 +250,7 @@ class TokenService:
         assert refresh_rec is not None
         body = self._response(access, access_rec, refresh, now)
         successor = seal_with_secret(
-            presented,
-            json.dumps({**body, "expires_at": access_rec.expires_at}).encode(),
-            _SUCCESSOR_CONTEXT,
+            presented, _successor_plaintext(body, access_rec.expires_at), _SUCCESSOR_CONTEXT
         )
         result = await self.s.storage.rotate_refresh_token(
             old_hash,
