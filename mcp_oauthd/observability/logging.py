@@ -1,29 +1,41 @@
 """Structured logging: structlog JSON lines (console renderer on a TTY).
 
-One handler on the root logger renders both structlog events and stdlib records
-(aiohttp's loggers) through :class:`structlog.stdlib.ProcessorFormatter`, so every line
-has the same shape: ISO timestamp, level, logger, event, and whatever is bound in
-:mod:`structlog.contextvars` (the HTTP middleware binds ``request_id``; with tracing on,
-the tracing middleware binds ``trace_id`` and ``span_id`` of the request span, and
+Every line has the same shape: ISO timestamp, level, logger, event, and whatever is bound
+in :mod:`structlog.contextvars` (the HTTP middleware binds ``request_id``; with tracing
+on, the tracing middleware binds ``trace_id`` and ``span_id`` of the request span, and
 :func:`add_trace_context` puts the *current* span's ids on lines logged inside a child
 span, so a line joins the exact storage or upstream call it came from).
 
+Two routes lead to that one format and one stream. Our own structlog loggers render
+their line in a single processor and write it straight to the stream (structlog's
+"Performance" advice): the round trip through a stdlib ``Logger``, ``LogRecord``,
+``Handler`` and :class:`structlog.stdlib.ProcessorFormatter` was most of the cost of an
+audit event on the token endpoint (bench/README.md). Stdlib records of other libraries
+(aiohttp's loggers) still go through one handler on the root logger with a
+``ProcessorFormatter``. Both routes write through that handler under its lock, so lines
+never interleave.
+
 Defence in depth: :func:`redact_credentials` replaces the value of any key that looks like a
 credential (token, secret, password, code, authorization, cookie, verifier, assertion) and
-the credential part of ``Bearer``/``Basic`` strings, wherever they appear.
+the credential part of ``Bearer``/``Basic``/``DPoP`` strings, wherever they appear.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import json
+import json.encoder
 import logging
 import re
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Hashable, Mapping
 from typing import IO, Any
 
 import structlog
 from opentelemetry import trace
+from structlog.contextvars import merge_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from mcp_oauthd.config.models import LoggingConfig
@@ -35,6 +47,7 @@ __all__ = [
     "is_credential_key",
     "redact_credentials",
     "scrub_value",
+    "utc_timestamp",
 ]
 
 REDACTED = "[REDACTED]"
@@ -109,18 +122,15 @@ _SPLIT = re.compile(r"[^a-z0-9]+")
 _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|DPoP)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
-def is_credential_key(key: object) -> bool:
+# Every log line and audit event checks each of its keys, and the keys are a small fixed
+# set (field names in the code), so the answer is remembered: two regexes per key per
+# line were a measurable share of a request (bench/README.md). The cache is the function
+# itself, with no wrapper call in front of it.
+@functools.lru_cache(maxsize=4096)
+def is_credential_key(key: Hashable) -> bool:
     """Whether a field named ``key`` probably carries a credential."""
     if not isinstance(key, str):
         return False
-    return _is_credential_name(key)
-
-
-# Every log line and audit event checks each of its keys, and the keys are a small fixed
-# set (field names in the code), so the answer is remembered: two regexes per key per
-# line were a measurable share of a request (bench/README.md).
-@functools.lru_cache(maxsize=4096)
-def _is_credential_name(key: str) -> bool:
     normal = _CAMEL.sub("_", key).lower()
     words = [w for w in _SPLIT.split(normal) if w]
     if not words:
@@ -135,30 +145,76 @@ def _is_credential_name(key: str) -> bool:
     return any(w in _CREDENTIAL_WORDS for w in words)
 
 
+def _redacted_scheme(match: re.Match[str]) -> str:
+    return f"{match.group(1)} {REDACTED}"
+
+
+# Values with nothing inside to scrub, recognised by their exact type before the slower
+# isinstance checks (an ABC check for Mapping) that other values need.
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
+
+
 def scrub_value(value: Any, depth: int = 0) -> Any:
+    """``value`` with the credential part of Bearer/Basic/DPoP strings and the values of
+    credential-looking keys replaced, in mappings and sequences nested up to 4 deep."""
     if depth > 4:
         return value
+    cls = type(value)
+    if cls is str:
+        # `_AUTH_SCHEME` needs whitespace between the scheme word and the credential. Most
+        # values (ids, URLs, scopes, hashes) have none, and two C-speed scans prove it
+        # without running the regex: `\s` matches exactly the characters for which
+        # str.isspace() is true, and every one of those except " " is not printable.
+        if " " not in value and value.isprintable():
+            return value
+        return _AUTH_SCHEME.sub(_redacted_scheme, value)
+    if cls in _PLAIN_TYPES:
+        return value
+    if cls is dict:
+        return _scrub_mapping(value, depth)
+    if cls is list or cls is tuple:
+        return [scrub_value(v, depth + 1) for v in value]
+    # Subclasses (a StrEnum, an OrderedDict, a named tuple) and other mappings.
     if isinstance(value, str):
-        return _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+        return _AUTH_SCHEME.sub(_redacted_scheme, value)  # comes out a plain str
     if isinstance(value, Mapping):
-        return {
-            k: REDACTED if is_credential_key(k) else scrub_value(v, depth + 1)
-            for k, v in value.items()
-        }
+        return _scrub_mapping(value, depth)
     if isinstance(value, list | tuple):
         return [scrub_value(v, depth + 1) for v in value]
     return value
 
 
+def _scrub_mapping(value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+    return {
+        k: REDACTED if is_credential_key(k) else scrub_value(v, depth + 1) for k, v in value.items()
+    }
+
+
+# Keys seen on earlier lines and found not to be credentials: one set lookup per key per
+# line instead of a call. Keys are field names in the code, so the set stays small; the
+# bound only guards against a caller that makes keys up.
+_ORDINARY_KEYS: set[str] = set()
+_ORDINARY_KEYS_MAX = 4096
+
+
 def redact_credentials(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: blank every credential-looking key, at any nesting depth."""
-    for key in list(event_dict):
-        if key.startswith("_"):  # structlog/ProcessorFormatter internals
-            continue
-        if is_credential_key(key):
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = scrub_value(event_dict[key])
+    ordinary = _ORDINARY_KEYS
+    for key, value in event_dict.items():
+        # Replacing the value of a key already there never resizes the dict, so this is
+        # safe while iterating, and it spares a copy of the keys per line.
+        if key not in ordinary:
+            if is_credential_key(key):
+                event_dict[key] = REDACTED
+                continue
+            if type(key) is str and len(ordinary) < _ORDINARY_KEYS_MAX:
+                ordinary.add(key)
+        cls = type(value)
+        if cls is str:  # the usual case, checked here without a call to scrub_value
+            if " " in value or not value.isprintable():
+                event_dict[key] = _AUTH_SCHEME.sub(_redacted_scheme, value)
+        elif cls not in _PLAIN_TYPES:
+            event_dict[key] = scrub_value(value)
     return event_dict
 
 
@@ -171,6 +227,32 @@ def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: Event
     return event_dict
 
 
+# (whole second, its "YYYY-MM-DDTHH:MM:SS" text): one strftime per second, not per line.
+_second: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp() -> str:
+    """Now in UTC as ISO 8601 with a ``Z``: the text of
+    ``datetime.now(UTC).isoformat().replace("+00:00", "Z")`` (structlog's
+    ``TimeStamper(fmt="iso", utc=True)``), microseconds left out when they are 0, at a
+    fraction of its cost."""
+    global _second
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if cached[0] != seconds:
+        cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        _second = cached  # one tuple, so another thread sees an old or a new pair
+    micros = nanos // 1000  # floored, as datetime.now() does
+    if micros:
+        return f"{cached[1]}.{micros:06d}Z"
+    return cached[1] + "Z"
+
+
+def _add_timestamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    event_dict["timestamp"] = utc_timestamp()
+    return event_dict
+
+
 def _drop_color_message(
     logger: WrappedLogger, method_name: str, event_dict: EventDict
 ) -> EventDict:
@@ -178,8 +260,161 @@ def _drop_color_message(
     return event_dict
 
 
+def _json_default(obj: Any) -> Any:
+    """What structlog's JSONRenderer falls back to: ``__structlog__()``, else ``repr``."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    """The text of structlog's ``JSONRenderer()``, i.e. ``json.dumps(obj, default=...)``,
+    whose non-default ``default`` builds a new JSONEncoder, and a new C encoder inside it,
+    on every line. Here the C encoder is built once. It is made without a circular
+    reference check (its memo is shared by every line): scrub_value has copied every
+    container of a line down to 4 levels, and a cycle deeper than that is still refused,
+    as a RecursionError instead of a ValueError."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # no C accelerator in this Python
+        return json.JSONEncoder(default=_json_default).encode
+    iterencode = c_make_encoder(
+        None,  # markers: no circular reference check (above)
+        _json_default,  # default
+        json.encoder.encode_basestring_ascii,  # ensure_ascii=True
+        None,  # indent
+        ": ",  # key separator
+        ", ",  # item separator
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+
+    def encode(obj: Any) -> str:
+        return "".join(iterencode(obj, 0))
+
+    return encode
+
+
+_encode_json = _make_json_encoder()
+
+
+def _render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    return _encode_json(event_dict)
+
+
+# Stdlib records of other libraries: what a structlog line gets, from the record.
+_FOREIGN_PRE_CHAIN: list[Processor] = [
+    merge_contextvars,
+    add_trace_context,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    _add_timestamp,
+    structlog.stdlib.ExtraAdder(),
+    _drop_color_message,
+]
+
+
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler configure_logging installed, so a second call replaces it."""
+    """The root handler configure_logging installs (a second call replaces it): stdlib
+    records come in through ``emit``, our structlog lines through :meth:`write_line`."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        lock = self.lock
+        assert lock is not None  # created by Handler.__init__ (and re-made after a fork)
+        # A line-buffered text stream (sys.stderr is, since Python 3.9, on a pipe or a file
+        # too) hands a line to the OS as soon as it holds the newline, and a StringIO has
+        # nowhere to flush to: an extra flush per line would only cost. Any other stream
+        # is flushed after each line, as StreamHandler does, so no line waits in a buffer.
+        self._flush_each = not (
+            isinstance(stream, io.StringIO) or getattr(stream, "line_buffering", False) is True
+        )
+
+    def write_line(self, line: str) -> None:
+        """Write one rendered line: one write call, under the handler's lock."""
+        lock = self.lock
+        assert lock is not None
+        with lock:
+            try:
+                self.stream.write(line + "\n")
+                if self._flush_each:
+                    self.stream.flush()
+            except Exception:  # a log line must never break the caller (as in Handler)
+                self.handleError(logging.makeLogRecord({"msg": line}))
+
+    def render_failed(self, logger_name: str) -> None:
+        # The line is not shown: it may hold what the redaction had not reached yet.
+        record = {"msg": "a line of logger %s could not be rendered", "args": (logger_name,)}
+        self.handleError(logging.makeLogRecord(record))
+
+
+class _LineLogger:
+    """What our structlog loggers wrap: hands the rendered line to the handler."""
+
+    __slots__ = ("_handler", "name")
+
+    def __init__(self, name: str, handler: _OurHandler) -> None:
+        self.name = name
+        self._handler = handler
+
+    def msg(self, line: str) -> None:
+        self._handler.write_line(line)
+
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+
+class _LineLoggerFactory:
+    """structlog logger factory: one :class:`_LineLogger` per logger name."""
+
+    def __init__(self, handler: _OurHandler) -> None:
+        self._handler = handler
+        self._loggers: dict[str, _LineLogger] = {}
+        # structlog.get_logger() without a name: the calling module's, as the stdlib's
+        # LoggerFactory finds it (past this module's frame).
+        self._name_of_caller = structlog.stdlib.LoggerFactory(ignore_frame_names=[__name__])
+
+    def __call__(self, *args: Any) -> _LineLogger:
+        name: str = args[0] if args else self._name_of_caller().name
+        logger = self._loggers.get(name)
+        if logger is None:  # names are the modules' constants: a small set
+            logger = self._loggers[name] = _LineLogger(name, self._handler)
+        return logger
+
+
+def _line_processor(render: Processor, handler: _OurHandler, *, json_lines: bool) -> Processor:
+    """The whole processor chain of our loggers as one function (each processor was a
+    call per line): the same keys, in the same order, as the stdlib route gives."""
+    add_stack = structlog.processors.StackInfoRenderer(additional_ignores=[__name__])
+    format_exc_info = structlog.processors.format_exc_info
+
+    def process(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        try:
+            merge_contextvars(logger, method_name, event_dict)
+            event_dict.pop("color_message", None)
+            redact_credentials(logger, method_name, event_dict)
+            # Added after the redaction: hex ids, the method's level name (a filtering
+            # bound logger passes "error" for exception()), a module's logger name and
+            # the time hold nothing to scrub.
+            add_trace_context(logger, method_name, event_dict)
+            event_dict["level"] = method_name
+            event_dict["logger"] = logger.name
+            event_dict["timestamp"] = utc_timestamp()
+            if "stack_info" in event_dict:
+                add_stack(logger, method_name, event_dict)
+                if "stack" in event_dict:
+                    event_dict["stack"] = scrub_value(event_dict["stack"])
+            if json_lines and "exc_info" in event_dict:
+                # An exception's message may quote a header: scrubbed like any value.
+                format_exc_info(logger, method_name, event_dict)
+                if "exception" in event_dict:
+                    event_dict["exception"] = scrub_value(event_dict["exception"])
+            return render(logger, method_name, event_dict)
+        except Exception:  # as a stdlib handler does: report on stderr, never raise
+            handler.render_failed(str(getattr(logger, "name", "?")))
+            raise structlog.DropEvent from None
+
+    return process
 
 
 def _use_console(config: LoggingConfig, stream: IO[str]) -> bool:
@@ -193,47 +428,37 @@ def _use_console(config: LoggingConfig, stream: IO[str]) -> bool:
 def configure_logging(config: LoggingConfig, *, stream: IO[str] | None = None) -> None:
     """Route structlog and stdlib logging to ``stream`` (default: stderr), one format.
 
-    Safe to call more than once (tests do): the previous handler is replaced.
+    Safe to call more than once (tests do, and SIGHUP): the previous handler is replaced.
     """
     out: IO[str] = stream if stream is not None else sys.stderr
     level = _LEVELS[config.level]
     console = _use_console(config, out)
 
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        add_trace_context,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.ExtraAdder(),
-        _drop_color_message,
-    ]
     renderer: Processor
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if console:
         renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(out))
     else:
         final.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer()
+        renderer = _render_json
     final += [redact_credentials, renderer]
 
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        context_class=dict,
-        cache_logger_on_first_use=False,
+    handler = _OurHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_FOREIGN_PRE_CHAIN, processors=final)
     )
 
-    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
-    handler = _OurHandler(out)
-    handler.setFormatter(formatter)
+    structlog.configure(
+        processors=[_line_processor(renderer, handler, json_lines=not console)],
+        logger_factory=_LineLoggerFactory(handler),
+        # Levels below the configured one are no-op methods: no event dict is even built.
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        context_class=dict,
+        # Modules hold lazy proxies from structlog.get_logger() made at import time; a
+        # cached logger would stay bound to the first configuration's stream and level
+        # (tests and SIGHUP configure again). Building one per call costs about 1 us.
+        cache_logger_on_first_use=False,
+    )
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:

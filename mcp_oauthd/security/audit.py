@@ -30,17 +30,17 @@ credentials), ``login.refused`` (access policy), ``login.upstream_error``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from mcp_oauthd.observability.logging import is_credential_key, scrub_value
+from mcp_oauthd.observability.logging import is_credential_key, scrub_value, utc_timestamp
 
 __all__ = ["AUDIT_LOGGER", "USER_FIELDS", "AuditListener", "Auditor"]
 
@@ -52,6 +52,14 @@ USER_FIELDS = frozenset({"subject", "user", "user_id", "username", "email", "sub
 # Events that mean something was refused or attacked are logged at warning level.
 _WARNING_EVENTS = frozenset({"code.reused", "refresh.reused", "rate_limited", "config.weakened"})
 _WARNING_SUFFIXES = (".refused", ".reused", ".denied", ".failed", ".rejected")
+# Field names that would clash with the keys of the event itself or of its log line.
+_RESERVED_FIELDS = frozenset({"audit", "timestamp", "level", "logger"})
+
+
+# Event names are the code's constants: the answer is remembered per name.
+@functools.lru_cache(maxsize=256)
+def _is_warning(event: str) -> bool:
+    return event in _WARNING_EVENTS or event.endswith(_WARNING_SUFFIXES)
 
 
 class Auditor:
@@ -83,14 +91,17 @@ class Auditor:
     def emit(self, event: str, **fields: object) -> None:
         """Record one audit event. Credential-looking fields are dropped, never written."""
         record: dict[str, object] = {}
-        dropped: list[str] = []
+        dropped: list[str] | None = None
+        hash_user_ids = self.hash_user_ids
         for key, value in fields.items():
-            if key in ("audit", "timestamp", "level", "logger"):
+            if key in _RESERVED_FIELDS:
                 key = f"field_{key}"
             if is_credential_key(key):
+                if dropped is None:
+                    dropped = []
                 dropped.append(key)
                 continue
-            if self.hash_user_ids and key in USER_FIELDS and value is not None:
+            if hash_user_ids and key in USER_FIELDS and value is not None:
                 value = self.hash_user_id(value)
             record[key] = scrub_value(value)
         if dropped:
@@ -99,13 +110,16 @@ class Auditor:
         stored: dict[str, object] = {
             "event": event,
             "audit": True,
-            "timestamp": datetime.now(UTC).isoformat(),
+            # datetime.now(UTC).isoformat(), from the logging's per-second cache
+            "timestamp": utc_timestamp()[:-1] + "+00:00",
             **record,
         }
         self.events.append(stored)
 
-        warn = event in _WARNING_EVENTS or event.endswith(_WARNING_SUFFIXES)
-        method = self._log.warning if warn else self._log.info
+        # The line's own processors scrub these values again: a second pass over values
+        # already scrubbed finds nothing and costs little (no regex on a string without
+        # whitespace), and it keeps the guarantee for lines the audit did not write.
+        method = self._log.warning if _is_warning(event) else self._log.info
         method(event, audit=True, **record)
         for listener in self._listeners:
             try:
