@@ -22,13 +22,9 @@ from mcp_oauthd.config.models import Config
 from mcp_oauthd.http import api, browser, discovery, keys, openapi, registration, resource
 from mcp_oauthd.http.cookies import BrowserCookies
 from mcp_oauthd.http.cors import setup_cors
-from mcp_oauthd.http.middleware import (
-    error_middleware,
-    request_id_middleware,
-    security_headers_middleware,
-)
+from mcp_oauthd.http.middleware import pipeline
 from mcp_oauthd.http.pages import Pages
-from mcp_oauthd.http.ratelimit import rate_limit_middleware
+from mcp_oauthd.http.ratelimit import RateLimitGate
 from mcp_oauthd.oauth import metadata as md
 from mcp_oauthd.oauth.redirects import RedirectPolicy
 from mcp_oauthd.observability.instrumented import instrument_provider, instrument_storage
@@ -133,16 +129,17 @@ def create_app(
 
     # `is None`, not `or`: an empty in-memory limiter has len() 0 and is falsy.
     limiter = build_rate_limiter(config) if rate_limiter is None else rate_limiter
-    # Tracing and metrics sit outside the error renderer so they see the final status,
-    # and inside request_id_middleware, which resets the log context they bind into.
-    observing = [m.middleware for m in (tracing, metrics) if m is not None]
     app = web.Application(
         middlewares=[
-            request_id_middleware,
-            *observing,
-            security_headers_middleware(https),
-            error_middleware,
-            rate_limit_middleware(config, limiter),
+            pipeline(
+                services,
+                https=https,
+                rate_limits=RateLimitGate(services, limiter)
+                if config.rate_limits.enabled
+                else None,
+                metrics=metrics,
+                tracing=tracing,
+            )
         ],
         client_max_size=256 * 1024,
     )

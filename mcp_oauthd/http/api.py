@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from mcp_oauthd.http import keys
+from mcp_oauthd.http.responses import NO_STORE, json_response
 from mcp_oauthd.oauth import client_auth
 from mcp_oauthd.oauth.errors import InvalidRequest
 from mcp_oauthd.oauth.metadata import REVOKE_PATH, TOKEN_PATH
 from mcp_oauthd.storage.base import StorageError
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _MAX_FORM = 64 * 1024
 
 
@@ -20,13 +20,14 @@ async def read_form(request: web.Request) -> dict[str, str]:
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
     if request.content_length is not None and request.content_length > _MAX_FORM:
         raise InvalidRequest("the request body is too large")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
     result: dict[str, str] = {}
-    for key in form:
-        values = form.getall(key)
-        if len(values) > 1:
+    for key, value in form.items():
+        if key in result:
             raise InvalidRequest(f"the parameter {key} appears more than once")
-        value = values[0]
         if not isinstance(value, str):
             raise InvalidRequest(f"the parameter {key} must be text")
         result[key] = value
@@ -38,7 +39,7 @@ async def token(request: web.Request) -> web.Response:
     creds = client_auth.parse(request.headers.get("Authorization"), form)
     body = await request.app[keys.TOKENS].grant(form, creds)
     # RFC 6749 §5.1: token responses MUST NOT be cached.
-    return web.json_response(body, headers=NO_STORE)
+    return json_response(body, headers=NO_STORE)
 
 
 async def revoke(request: web.Request) -> web.Response:
@@ -49,19 +50,19 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[keys.SERVICES].storage.ping()
     except StorageError:
-        return web.json_response(
+        return json_response(
             {"status": "unavailable", "storage": "unreachable"},
             status=503,
             headers={"Retry-After": "5"},
         )
-    return web.json_response({"status": "ready", "storage": "ok"})
+    return json_response({"status": "ready", "storage": "ok"})
 
 
 def add_routes(app: web.Application, prefix: str) -> None:

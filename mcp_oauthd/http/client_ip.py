@@ -53,5 +53,7 @@ def resolve(peer: str | None, forwarded_for: str | None, proxy: ProxyConfig) -> 
 
 
 def client_ip(request: web.Request) -> str:
-    config = request.app[keys.SERVICES].config
-    return resolve(request.remote, request.headers.get("X-Forwarded-For"), config.proxy)
+    proxy = request.app[keys.SERVICES].config.proxy
+    if proxy.trusted_hops == 0 and not proxy.trusted_cidrs:
+        return request.remote or "unknown"  # no proxy trusted: the header is not read
+    return resolve(request.remote, request.headers.get("X-Forwarded-For"), proxy)

@@ -1,6 +1,7 @@
-"""Middleware: request id, the one error renderer, security headers, access log.
+"""The request pipeline: request id, metrics, tracing, the one error renderer, rate
+limits, security headers, access log — one middleware (:func:`pipeline`).
 
-``error_middleware`` is the only place that turns exceptions into responses: an
+:func:`render_error` is the only place that turns exceptions into responses: an
 ``OAuthError`` becomes RFC 6749 JSON, a ``PageError`` an HTML page, storage and upstream
 outages a 503 with ``Retry-After``, and anything else a 500 with no detail (the
 traceback goes to the log, never to the client).
@@ -8,16 +9,25 @@ traceback goes to the log, never to the client).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from mcp_oauthd.http import keys
+from mcp_oauthd.http.responses import (
+    HSTS,
+    SECURITY_HEADERS,
+    SECURITY_MARKER,
+    json_response,
+)
 from mcp_oauthd.oauth.errors import (
     InvalidRequest,
     OAuthError,
@@ -27,22 +37,19 @@ from mcp_oauthd.oauth.errors import (
 from mcp_oauthd.service.authorize import PageError
 from mcp_oauthd.storage.base import StorageError, StorageUnavailable
 
+if TYPE_CHECKING:
+    from mcp_oauthd.http.ratelimit import RateLimitGate
+    from mcp_oauthd.observability.metrics import Metrics
+    from mcp_oauthd.observability.tracing import Tracing
+    from mcp_oauthd.service.context import Services
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 log = structlog.get_logger("mcp_oauthd.http")
 access_log = structlog.get_logger("mcp_oauthd.access")
 
-# No script at all on our pages. `form-action` is left out on purpose: a consent or login
-# POST ends in a redirect chain to the IdP or the client's redirect URI (any loopback port,
-# custom schemes), and browsers apply form-action to every hop of that chain.
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-
-
 def json_error(error: OAuthError) -> web.Response:
-    response = web.json_response(error.to_dict(), status=error.status)
+    response = json_response(error.to_dict(), status=error.status)
     response.headers["Cache-Control"] = "no-store"
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
@@ -69,96 +76,145 @@ def _is_hot(path: str) -> bool:
     return path == "/auth/verify" or path.endswith("/oauth/introspect")
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
-    request[keys.REQUEST_ID] = request_id
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["X-Request-ID"] = request_id
-        return response
-    finally:
-        logging_config = request.app[keys.SERVICES].config.logging
-        if logging_config.access_log and (
-            status >= 400 or logging_config.access_log_hot_paths or not _is_hot(request.path)
-        ):
-            access_log.info(
-                "request",
-                method=request.method,
-                path=request.path,  # never the query string: it may carry a code
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def render_error(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+    """The one error renderer: the response for an exception a handler raised, or None
+    for a redirect (an ``HTTPException`` below 400) that must propagate as it is."""
     pages = request.app[keys.PAGES]
-    try:
-        return await handler(request)
-    except PageError as exc:
+    if isinstance(exc, PageError):
         return pages.error(exc.title, exc.message, exc.status, request.get(keys.REQUEST_ID))
-    except OAuthError as exc:
+    if isinstance(exc, OAuthError):
         if wants_html(request):
             page = pages.error("Something went wrong", exc.description or exc.error, exc.status)
             if exc.retry_after is not None:
                 page.headers["Retry-After"] = str(exc.retry_after)
             return page
         return json_error(exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         if wants_html(request):
             return pages.error(exc.reason, "This page does not exist.", exc.status)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "invalid_request")
-        response = web.json_response(
+        response = json_response(
             {"error": code, "error_description": exc.reason}, status=exc.status
         )
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except StorageUnavailable:
+    if isinstance(exc, StorageUnavailable):
         log.warning("storage unavailable", path=request.path)
-        error: OAuthError = TemporarilyUnavailable("the service is temporarily unavailable")
         if wants_html(request):
             response = pages.error(
                 "Temporarily unavailable", "Please try again in a few seconds.", 503
             )
             response.headers["Retry-After"] = "5"
             return response
-        return json_error(error)
-    except StorageError:
+        return json_error(TemporarilyUnavailable("the service is temporarily unavailable"))
+    if isinstance(exc, StorageError):
         log.exception("storage error", path=request.path)
         return json_error(ServerError("internal error"))
-    except ConnectionResetError:
+    if isinstance(exc, ConnectionResetError):
         # The client went away mid-request (e.g. while sending its body): nothing failed
         # here and nobody will read an answer, so no traceback in the log.
         log.debug("client disconnected", path=request.path)
         return json_error(InvalidRequest("the connection was closed"))
-    except Exception:
-        log.exception("unhandled error", path=request.path)
-        if wants_html(request):
-            return pages.error("Something went wrong", "An internal error occurred.", 500)
-        return json_error(ServerError("internal error"))
+    log.exception("unhandled error", path=request.path)
+    if wants_html(request):
+        return pages.error("Something went wrong", "An internal error occurred.", 500)
+    return json_error(ServerError("internal error"))
 
 
-def security_headers_middleware(https: bool) -> Callable[..., Awaitable[web.StreamResponse]]:
+def pipeline(
+    services: Services,
+    *,
+    https: bool,
+    rate_limits: RateLimitGate | None,
+    metrics: Metrics | None,
+    tracing: Tracing | None,
+) -> Middleware:
+    """The request pipeline, as ONE middleware: every request passes it, and
+    introspection and ``/auth/verify`` (one per request to every protected MCP server)
+    are most of them, so each step is inline rather than a middleware of its own (each
+    aiohttp middleware layer costs a wrapper and a coroutine frame per request).
+
+    In order: request id (bound to the log context) -> metrics -> tracing span (when on)
+    -> the error renderer -> rate limit -> handler; then security headers, the request id
+    header and the access log on the way out, whatever the outcome.
+    """
+    observe = metrics.http_observer() if metrics is not None else None
+    started_metric = metrics.http_started if metrics is not None else None
+    # structlog's own context variable for `request_id` (bind_contextvars hands back its
+    # token): setting it directly is what bind_contextvars does, minus the dict work.
+    request_id_var = structlog.contextvars.bind_contextvars(request_id=None)["request_id"].var
+    structlog.contextvars.unbind_contextvars("request_id")
+
+    async def rendered(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if rate_limits is not None:
+                await rate_limits.check(request, services.now())
+            return await handler(request)
+        except Exception as exc:
+            response = render_error(request, exc)
+            if response is None:
+                raise
+            return response
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        headers.setdefault("Content-Security-Policy", CSP)
-        if https:
-            headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-        return response
+        incoming = request.headers.get("X-Request-ID")
+        request_id = (
+            incoming if incoming is not None and _REQUEST_ID.match(incoming) else _new_request_id()
+        )
+        request[keys.REQUEST_ID] = request_id
+        # Each request runs in its own asyncio task with a copy of the connection's
+        # context, so what is bound here never leaks into another request's log lines.
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        if started_metric is not None:
+            started_metric()
+        status = 500
+        try:
+            if tracing is not None:
+                response = await tracing.around(
+                    request, functools.partial(rendered, handler=handler)
+                )
+            else:  # `rendered` inlined: one coroutine frame less on every request
+                try:
+                    if rate_limits is not None:
+                        rule = rate_limits.take(request, services.now())
+                        if rule is not None:
+                            await rate_limits.check_shared(request, rule)
+                    response = await handler(request)
+                except Exception as exc:
+                    error_response = render_error(request, exc)
+                    if error_response is None:
+                        raise
+                    response = error_response
+            status = response.status
+            headers = response.headers
+            if SECURITY_MARKER not in headers:  # JSON responses are built with them
+                headers.extend(SECURITY_HEADERS)
+            if https:
+                headers[HSTS[0]] = HSTS[1]
+            headers["X-Request-ID"] = request_id
+            return response
+        except web.HTTPException as exc:  # a redirect raised by a handler
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            if observe is not None:
+                observe(request, status, elapsed)
+            logging_config = services.config.logging
+            if logging_config.access_log and (
+                status >= 400 or logging_config.access_log_hot_paths or not _is_hot(request.path)
+            ):
+                access_log.info(
+                    "request",
+                    method=request.method,
+                    path=request.path,  # never the query string: it may carry a code
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
 
     return middleware

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NoReturn
+
 from aiohttp import web
 
 from mcp_oauthd.config.models import BudgetConfig, Config
 from mcp_oauthd.http import keys
 from mcp_oauthd.http.client_ip import client_ip
-from mcp_oauthd.http.middleware import Handler
 from mcp_oauthd.oauth import metadata as md
 from mcp_oauthd.oauth.errors import RateLimited
-from mcp_oauthd.security.ratelimit import Budget, MemoryRateLimiter, RateLimiter
+from mcp_oauthd.security.ratelimit import Budget, Decision, MemoryRateLimiter, RateLimiter
+
+if TYPE_CHECKING:
+    from mcp_oauthd.service.context import Services
 
 UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -50,38 +54,66 @@ async def check(
     if limiter is None:
         limiter = request.app[keys.RATE_LIMITER]
     decision = await limiter.hit(f"{limiter_name}:{key}", limit, services.now())
-    if decision.allowed:
-        return
+    if not decision.allowed:
+        refuse(request, limiter_name, decision)
+
+
+def refuse(request: web.Request, limiter_name: str, decision: Decision) -> NoReturn:
     if decision.first_refusal:
-        services.auditor.emit("rate_limited", limiter=limiter_name, ip=client_ip(request))
+        auditor = request.app[keys.SERVICES].auditor
+        auditor.emit("rate_limited", limiter=limiter_name, ip=client_ip(request))
     raise RateLimited(decision.retry_after)
 
 
-def rate_limit_middleware(config: Config, limiter: RateLimiter) -> web.middleware:  # type: ignore[valid-type]
-    table = route_budgets(config)
-    registration_prefix = md.issuer_path(config.issuer) + md.REGISTER_PATH + "/"
-    default = ("default", budget(config.rate_limits.default))
-    registration = table[md.issuer_path(config.issuer) + md.REGISTER_PATH]
-    # The resource servers' per-request checks keep their (large) budget in this process
-    # even when the shared limiter is Redis: it is an abuse ceiling, not a quota, and a
-    # second Redis round trip would double the cost of the hottest path.
-    local = MemoryRateLimiter(config.rate_limits.max_keys)
+class RateLimitGate:
+    """The per-IP, per-endpoint-family check the request pipeline makes before every
+    handler (:mod:`mcp_oauthd.http.middleware`)."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def __init__(self, services: Services, limiter: RateLimiter) -> None:
+        config = services.config
+        self._services = services
+        self._limiter = limiter
+        self._table = route_budgets(config)
+        prefix = md.issuer_path(config.issuer)
+        self._registration_prefix = prefix + md.REGISTER_PATH + "/"
+        self._registration = self._table[prefix + md.REGISTER_PATH]
+        self._default = ("default", budget(config.rate_limits.default))
+        # The resource servers' per-request checks keep their (large) budget in this
+        # process even when the shared limiter is Redis: it is an abuse ceiling, not a
+        # quota, and a Redis round trip would double the cost of the hottest path.
+        self._local = MemoryRateLimiter(config.rate_limits.max_keys)
+        # An in-process shared limiter is consulted without a coroutine, like the above.
+        # (exactly that class: a subclass may count or change `hit`, which `take` bypasses)
+        self._shared_local = limiter if type(limiter) is MemoryRateLimiter else None
+
+    def take(self, request: web.Request, now: float) -> tuple[str, Budget] | None:
+        """Take this request's token where the bucket is in this process (raising
+        ``RateLimited`` when it is empty); otherwise return the (limiter, budget) that
+        :meth:`check_shared` must take from the shared limiter."""
         path = request.path
-        if path not in UNLIMITED and config.rate_limits.enabled:
-            if path.startswith(registration_prefix):
-                name, limit = registration
-            else:
-                name, limit = table.get(path, default)
-            await check(
-                request,
-                name,
-                client_ip(request),
-                limit,
-                local if name == "introspect" else None,
-            )
-        return await handler(request)
+        if path in UNLIMITED:
+            return None
+        if path.startswith(self._registration_prefix):
+            name, limit = self._registration
+        else:
+            name, limit = self._table.get(path, self._default)
+        limiter = self._local if name == "introspect" else self._shared_local
+        if limiter is None:
+            return name, limit
+        proxy = self._services.config.proxy
+        if proxy.trusted_hops or proxy.trusted_cidrs:
+            ip = client_ip(request)
+        else:  # client_ip() without the lookups: no proxy is trusted, the peer is the client
+            ip = request.remote or "unknown"
+        decision = limiter.take(name + ":" + ip, limit, now)
+        if not decision.allowed:
+            refuse(request, name, decision)
+        return None
 
-    return middleware
+    async def check_shared(self, request: web.Request, rule: tuple[str, Budget]) -> None:
+        await check(request, rule[0], client_ip(request), rule[1], self._limiter)
+
+    async def check(self, request: web.Request, now: float) -> None:
+        rule = self.take(request, now)
+        if rule is not None:
+            await self.check_shared(request, rule)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from mcp_oauthd.http.client_ip import client_ip
+from mcp_oauthd.http.responses import NO_STORE, json_response
 from mcp_oauthd.oauth.metadata import REGISTER_PATH
 from mcp_oauthd.service.registration import RegistrationService, bearer_token
 
 REGISTRATION = web.AppKey("registration", RegistrationService)
 # RFC 7591 §3.2.1: responses carry credentials, so they are never cached.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 async def register(request: web.Request) -> web.Response:
@@ -23,7 +23,7 @@ async def register(request: web.Request) -> web.Response:
     body = await request.read()
     meta = service.parse(body, request.content_type, ip)
     result = await service.register(meta, ip)
-    return web.json_response(result, status=201, headers=NO_STORE)
+    return json_response(result, status=201, headers=NO_STORE)
 
 
 async def read_client(request: web.Request) -> web.Response:
@@ -33,7 +33,7 @@ async def read_client(request: web.Request) -> web.Response:
         bearer_token(request.headers.get("Authorization")),
         client_ip(request),
     )
-    return web.json_response(body, headers=NO_STORE)
+    return json_response(body, headers=NO_STORE)
 
 
 async def delete_client(request: web.Request) -> web.Response:

@@ -18,9 +18,12 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from mcp_oauthd.http import keys
-from mcp_oauthd.http.api import NO_STORE, read_form
+from mcp_oauthd.http.api import read_form
+from mcp_oauthd.http.middleware import Handler
+from mcp_oauthd.http.responses import NO_STORE, SECURITY_HEADERS, json_response
 from mcp_oauthd.oauth.metadata import INTROSPECT_PATH, JWKS_PATH
 from mcp_oauthd.service.introspect import IntrospectionService
 
@@ -29,14 +32,19 @@ INTROSPECTION = web.AppKey("introspection", IntrospectionService)
 #: Resource servers may cache the JWKS this long; a new key is published one whole
 #: rotation interval before it signs, so caching never makes a fresh token unverifiable.
 JWKS_MAX_AGE = 300
+#: What every 200 from /auth/verify carries besides the identity headers.
+_VERIFIED = CIMultiDict([*NO_STORE.items(), *SECURITY_HEADERS])
 
 
-async def introspect(request: web.Request) -> web.Response:
-    form = await read_form(request)
-    service = request.app[INTROSPECTION]
-    body = await service.introspect(form, request.headers.get("Authorization"))
-    # RFC 7662 §4: introspection responses must not be cached by intermediaries.
-    return web.json_response(body, headers=NO_STORE)
+def introspect_handler(service: IntrospectionService) -> Handler:
+    # A closure over the service: the hottest handler looks nothing up per request.
+    async def introspect(request: web.Request) -> web.Response:
+        form = await read_form(request)
+        body = await service.introspect(form, request.headers.get("Authorization"))
+        # RFC 7662 §4: introspection responses must not be cached by intermediaries.
+        return json_response(body, headers=NO_STORE)
+
+    return introspect
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -44,27 +52,35 @@ async def jwks(request: web.Request) -> web.Response:
     if manager is None:
         raise web.HTTPNotFound(reason="JWT access tokens are not enabled (tokens.format)")
     body = await manager.jwks()
-    response = web.json_response(body, content_type="application/jwk-set+json")
+    response = json_response(body, content_type="application/jwk-set+json")
     response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
     return response
 
 
-async def verify(request: web.Request) -> web.Response:
-    headers = request.headers
-    verified = await request.app[INTROSPECTION].verify(
-        authorization=headers.get("Authorization"),
-        resource_uri=headers.get("X-Auth-Resource") or request.query.get("resource"),
-        scope=headers.get("X-Auth-Scope") or request.query.get("scope"),
-        original_uri=_original_path(headers.get("X-Original-URI"), headers.get("X-Original-URL")),
-    )
-    return web.Response(status=200, headers={**verified.headers(), **NO_STORE})
+def verify_handler(service: IntrospectionService) -> Handler:
+    async def verify(request: web.Request) -> web.Response:
+        headers = request.headers
+        query = request.query
+        verified = await service.verify(
+            authorization=headers.get("Authorization"),
+            resource_uri=headers.get("X-Auth-Resource") or query.get("resource"),
+            scope=headers.get("X-Auth-Scope") or query.get("scope"),
+            original_uri=_original_path(
+                headers.get("X-Original-URI"), headers.get("X-Original-URL")
+            ),
+        )
+        response_headers = _VERIFIED.copy()
+        response_headers.extend(verified.headers())
+        return web.Response(status=200, headers=response_headers)
+
+    return verify
 
 
 def add_routes(app: web.Application, prefix: str, service: IntrospectionService) -> None:
     app[INTROSPECTION] = service
-    app.router.add_post(prefix + INTROSPECT_PATH, introspect)
+    app.router.add_post(prefix + INTROSPECT_PATH, introspect_handler(service))
     app.router.add_get(prefix + JWKS_PATH, jwks)
-    app.router.add_get(prefix + VERIFY_PATH, verify)
+    app.router.add_get(prefix + VERIFY_PATH, verify_handler(service))
 
 
 def _original_path(uri: str | None, url: str | None) -> str | None:

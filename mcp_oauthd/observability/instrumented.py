@@ -131,6 +131,23 @@ class InstrumentedStorage(_Proxy):
         attributes = {"db.system.name": backend, "db.operation.name": name}
         observe = metrics.storage_observer(backend, name) if metrics is not None else None
 
+        if tracer is None and observe is not None:
+            timed = observe
+
+            # Metrics only (the default): no span machinery on every storage call.
+            @functools.wraps(method)
+            async def call_timed(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    result = await method(*args, **kwargs)
+                except BaseException as exc:
+                    timed(_storage_result(exc), time.perf_counter() - started)
+                    raise
+                timed("ok", time.perf_counter() - started)
+                return result
+
+            return call_timed
+
         @functools.wraps(method)
         async def call(*args: Any, **kwargs: Any) -> Any:
             span: AbstractContextManager[Any] = nullcontext()

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.web_urldispatcher import ResourceRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,6 +48,7 @@ from prometheus_client import (
 
 from mcp_oauthd import __version__
 from mcp_oauthd.clock import Clock
+from mcp_oauthd.observability.plain import PlainCounter, PlainGauge, PlainHistogram
 from mcp_oauthd.storage.base import ClientKind, Storage, StorageError
 
 __all__ = [
@@ -281,18 +280,19 @@ class Metrics:
             __version__
         ).set(1)
         http_labels = ["route", "method", "status"]
-        self.http_requests = Counter(
-            "oauth_http_requests", "HTTP requests served.", http_labels, registry=reg
+        # Updated on every request (and storage call): plain numbers, see plain.py.
+        self.http_requests = PlainCounter(
+            "oauth_http_requests", "HTTP requests served.", http_labels, reg
         )
-        self.http_duration = Histogram(
+        self.http_duration = PlainHistogram(
             "oauth_http_request_duration_seconds",
             "HTTP request latency, from the first middleware to the response.",
             http_labels,
-            buckets=HTTP_BUCKETS,
-            registry=reg,
+            reg,
+            HTTP_BUCKETS,
         )
-        self.http_in_flight = Gauge(
-            "oauth_http_requests_in_flight", "HTTP requests being served.", registry=reg
+        self.http_in_flight = PlainGauge(
+            "oauth_http_requests_in_flight", "HTTP requests being served.", reg
         )
 
         extra = ["client_id"] if expose_client_ids else []
@@ -304,18 +304,18 @@ class Metrics:
             "oauth_audit_events", "Audit events, by event name.", ["event"], registry=reg
         )
 
-        self.storage_ops = Counter(
+        self.storage_ops = PlainCounter(
             "storage_operations",
             "Storage operations, by backend, operation and result.",
             ["backend", "operation", "result"],
-            registry=reg,
+            reg,
         )
-        self.storage_duration = Histogram(
+        self.storage_duration = PlainHistogram(
             "storage_operation_duration_seconds",
             "Storage operation latency.",
             ["backend", "operation"],
-            buckets=STORAGE_BUCKETS,
-            registry=reg,
+            reg,
+            STORAGE_BUCKETS,
         )
         self.provider_requests = Counter(
             "provider_requests",
@@ -396,21 +396,20 @@ class Metrics:
 
     # ------------------------------------------------------------------ storage, provider
     def observe_storage(self, backend: str, operation: str, result: str, seconds: float) -> None:
-        self.storage_ops.labels(backend, operation, result).inc()
-        self.storage_duration.labels(backend, operation).observe(seconds)
+        self.storage_ops.inc((backend, operation, result))
+        self.storage_duration.observe((backend, operation), seconds)
 
     def storage_observer(self, backend: str, operation: str) -> Callable[[str, float], None]:
-        """``observe_storage`` for one operation with its hot-path children resolved once:
+        """``observe_storage`` for one operation with its label tuples built once:
         storage calls are the most frequent thing measured."""
-        ok = self.storage_ops.labels(backend, operation, "ok")
-        duration = self.storage_duration.labels(backend, operation)
+        counted = self.storage_ops.inc
+        timed = self.storage_duration.observe
+        ok = (backend, operation, "ok")
+        labels = (backend, operation)
 
         def observe(result: str, seconds: float) -> None:
-            if result == "ok":
-                ok.inc()
-            else:
-                self.storage_ops.labels(backend, operation, result).inc()
-            duration.observe(seconds)
+            counted(ok if result == "ok" else (backend, operation, result))
+            timed(labels, seconds)
 
         return observe
 
@@ -423,37 +422,34 @@ class Metrics:
             self.provider_errors.labels(provider, operation, error_kind).inc()
 
     # ------------------------------------------------------------------ HTTP
-    @property
-    def middleware(self) -> Middleware:
-        # Label values are bounded (route templates, methods, statuses), so the resolved
-        # children can be kept: .labels() takes a lock and builds a key on every call.
-        children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+    def http_started(self) -> None:
+        self.http_in_flight.current += 1
 
-        @web.middleware
-        async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            self.http_in_flight.inc()
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                self.http_in_flight.dec()
+    def http_observer(self) -> Callable[[web.Request, int, float], None]:
+        """``observe(request, status, seconds)`` for the request pipeline
+        (:mod:`mcp_oauthd.http.middleware`), which calls :meth:`http_started` first.
+
+        Label values are bounded (route templates, methods, statuses)."""
+        in_flight = self.http_in_flight
+        counts = self.http_requests.values
+        timed = self.http_duration.observe
+        # (route, method, status) -> label values, for the app's own routes only: their
+        # number is fixed, while a 404 or 405 brings a new system route every time.
+        known: dict[tuple[object, str, int], tuple[str, str, str]] = {}
+
+        def observe(request: web.Request, status: int, seconds: float) -> None:
+            in_flight.current -= 1
+            route = request.match_info.route
+            key = (route, request.method, status)
+            labels = known.get(key)
+            if labels is None:
                 labels = (route_template(request), method_label(request), str(status))
-                pair = children.get(labels)
-                if pair is None:
-                    pair = children[labels] = (
-                        self.http_requests.labels(*labels),
-                        self.http_duration.labels(*labels),
-                    )
-                pair[0].inc()
-                pair[1].observe(time.perf_counter() - started)
+                if type(route) is ResourceRoute and len(known) < 4096:
+                    known[key] = labels
+            counts[labels] = counts.get(labels, 0.0) + 1.0  # PlainCounter.inc, inlined
+            timed(labels, seconds)
 
-        return metrics_middleware
+        return observe
 
     async def handler(self, _: web.Request) -> web.Response:
         await self.refresh_gauges()

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -117,60 +116,57 @@ class Tracing:
         """Flush pending spans and stop the export thread (blocking: run it off the loop)."""
         self.provider.shutdown()
 
-    @property
-    def middleware(self) -> Middleware:
+    async def around(self, request: web.Request, call: Handler) -> web.StreamResponse:
+        """Run ``call(request)`` in the request's server span. The request pipeline
+        (:mod:`mcp_oauthd.http.middleware`) calls this inside the request id and outside the
+        error renderer, so the span sees the final status of every response."""
+        if request.path in UNTRACED_PATHS:
+            return await call(request)
         tracer = self.tracer
-
-        @web.middleware
-        async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.path in UNTRACED_PATHS:
-                return await handler(request)
-            route = route_template(request)
-            method = method_label(request)
-            parent = _PROPAGATOR.extract(carrier=request.headers)
-            attributes: dict[str, str | int] = {
-                "http.request.method": method,
-                "http.route": route,
-            }
-            # Read from the log context (bound by request_id_middleware) rather than the
-            # request key: mcp_oauthd.http imports the services, which import this module.
-            request_id = structlog.contextvars.get_contextvars().get("request_id")
-            if isinstance(request_id, str):
-                attributes["mcp_oauthd.request_id"] = request_id
-            token = _TRACER.set(tracer)
-            try:
-                with tracer.start_as_current_span(
-                    f"{method} {route}",
-                    context=parent,
-                    kind=SpanKind.SERVER,
-                    attributes=attributes,
-                    record_exception=False,
-                    set_status_on_exception=False,
-                ) as span:
-                    context = span.get_span_context()
-                    if context.is_valid:
-                        # Every log line of this request, the access log included, can be
-                        # joined to its trace.
-                        structlog.contextvars.bind_contextvars(
-                            trace_id=trace.format_trace_id(context.trace_id),
-                            span_id=trace.format_span_id(context.span_id),
-                        )
-                    status = 500
-                    try:
-                        response = await handler(request)
-                        status = response.status
-                        return response
-                    except web.HTTPException as exc:
-                        status = exc.status
-                        raise
-                    finally:
-                        span.set_attribute("http.response.status_code", status)
-                        if status >= 500:
-                            span.set_status(Status(StatusCode.ERROR))
-            finally:
-                _TRACER.reset(token)
-
-        return tracing_middleware
+        route = route_template(request)
+        method = method_label(request)
+        parent = _PROPAGATOR.extract(carrier=request.headers)
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "http.route": route,
+        }
+        # Read from the log context (bound by the pipeline) rather than the request key:
+        # mcp_oauthd.http imports the services, which import this module.
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if isinstance(request_id, str):
+            attributes["mcp_oauthd.request_id"] = request_id
+        token = _TRACER.set(tracer)
+        try:
+            with tracer.start_as_current_span(
+                f"{method} {route}",
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                context = span.get_span_context()
+                if context.is_valid:
+                    # Every log line of this request, the access log included, can be
+                    # joined to its trace.
+                    structlog.contextvars.bind_contextvars(
+                        trace_id=trace.format_trace_id(context.trace_id),
+                        span_id=trace.format_span_id(context.span_id),
+                    )
+                status = 500
+                try:
+                    response = await call(request)
+                    status = response.status
+                    return response
+                except web.HTTPException as exc:
+                    status = exc.status
+                    raise
+                finally:
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+        finally:
+            _TRACER.reset(token)
 
 
 def build_tracing(config: TracingConfig, *, exporter: SpanExporter | None = None) -> Tracing | None:
@@ -180,19 +176,17 @@ def build_tracing(config: TracingConfig, *, exporter: SpanExporter | None = None
     return Tracing(config, exporter=exporter)
 
 
-def traced(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
+def traced(
+    name: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """Decorate a flow step (an async method) so it runs in a child span named ``name``.
 
     Outside a traced request this is a plain call. The span records only the error type
     if the step raises (an OAuth error is an outcome, not a crash, but worth seeing).
     """
 
-    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            tracer = _TRACER.get()
-            if tracer is None:
-                return await fn(*args, **kwargs)
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        async def in_span(tracer: Tracer, *args: P.args, **kwargs: P.kwargs) -> R:
             with tracer.start_as_current_span(
                 name, record_exception=False, set_status_on_exception=False
             ) as span:
@@ -202,6 +196,15 @@ def traced(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Corou
                     span.set_attribute("error.type", type(exc).__name__)
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                     raise
+
+        # Not a coroutine function itself: outside a traced request it hands back the
+        # step's own coroutine, so the untraced hot paths pay no extra frame.
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+            tracer = _TRACER.get()
+            if tracer is None:
+                return fn(*args, **kwargs)
+            return in_span(tracer, *args, **kwargs)
 
         return wrapper
 

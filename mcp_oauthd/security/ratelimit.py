@@ -7,7 +7,8 @@ which becomes ``Retry-After``.
 - ``MemoryRateLimiter``: one process; an LRU of at most ``max_keys`` buckets, so a flood
   from many addresses cannot grow memory without bound.
 - ``RedisRateLimiter``: shared by every replica; the whole take-or-refuse step runs in one
-  Lua script (atomic), every bucket key expires when it would be full again.
+  Lua script (atomic), every bucket key expires when it would be full again. The scripts
+  of concurrent requests share round trips (``CommandPipeliner``).
 
 Time is passed in (``now``), never read here, so tests drive a fake clock.
 """
@@ -20,12 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mcp_oauthd.config.models import Config, RedisStorageConfig
 from mcp_oauthd.storage.base import StorageError, StorageUnavailable
+from mcp_oauthd.storage.redis import CommandPipeliner
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Decision:
     allowed: bool
     retry_after: int = 0  # whole seconds, at least 1 when refused
     first_refusal: bool = False  # this refusal starts a run of refusals (audit once)
+
+
+ALLOWED = Decision(True)
 
 
 class RateLimiter(Protocol):
@@ -66,18 +73,30 @@ class MemoryRateLimiter:
         return len(self._buckets)
 
     async def hit(self, key: str, budget: Budget, now: float) -> Decision:
-        tokens, updated, refusing = self._buckets.pop(key, (float(budget.burst), now, False))
-        tokens = min(float(budget.burst), tokens + max(0.0, now - updated) * budget.rate)
+        return self.take(key, budget, now)
+
+    def take(self, key: str, budget: Budget, now: float) -> Decision:
+        """``hit`` without a coroutine: the request pipeline calls it on the hot paths."""
+        buckets = self._buckets
+        burst = float(budget.burst)
+        tokens, updated, refusing = buckets.pop(key, (burst, now, False))
+        if now > updated:
+            tokens = min(burst, tokens + (now - updated) * budget.per_minute / 60.0)
         if tokens >= 1.0:
-            self._store(key, (tokens - 1.0, now, False))
-            return Decision(True)
+            buckets[key] = (tokens - 1.0, now, False)  # re-inserted last: most recently used
+            if len(buckets) > self.max_keys:
+                self._evict()
+            return ALLOWED
         self._store(key, (tokens, now, True))
         return Decision(False, _retry_after(1.0 - tokens, budget.rate), not refusing)
 
-    def _store(self, key: str, value: tuple[float, float, bool]) -> None:
-        self._buckets[key] = value
+    def _evict(self) -> None:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)  # evict the least recently used bucket
+
+    def _store(self, key: str, value: tuple[float, float, bool]) -> None:
+        self._buckets[key] = value
+        self._evict()
 
     async def close(self) -> None:
         self._buckets.clear()
@@ -127,14 +146,17 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = f"{key_prefix}ratelimit:"
         self._script = redis.register_script(_TOKEN_BUCKET)
+        # The hits go out pipelined with those of concurrent requests, on connections of
+        # their own made with ``redis``'s settings (timeout, retry): redis-py's per-command
+        # overhead would cost more CPU than the rest of a token request.
+        self._pipe = CommandPipeliner(redis.connection_pool)
 
     async def hit(self, key: str, budget: Budget, now: float) -> Decision:
         # The bucket is full again after burst/rate seconds: let the key expire then.
         ttl_ms = max(1000, int(1000 * budget.burst / budget.rate)) if budget.rate > 0 else 3600_000
         try:
-            result: Any = await self._script(
-                keys=[self._prefix + key],
-                args=[budget.burst, budget.rate, now, ttl_ms],
+            result: Any = await self._pipe.run_script(
+                self._script, [self._prefix + key], [budget.burst, budget.rate, now, ttl_ms]
             )
         except (RedisConnectionError, RedisTimeoutError):
             raise StorageUnavailable("redis unavailable during rate limiting") from None
@@ -147,6 +169,7 @@ class RedisRateLimiter:
         return Decision(False, _retry_after(missing, budget.rate), bool(first))
 
     async def close(self) -> None:
+        await self._pipe.aclose()
         await self._redis.aclose()
 
 
@@ -155,13 +178,19 @@ def build_rate_limiter(config: Config) -> RateLimiter:
     if not config.rate_limits.enabled:
         return NoRateLimiter()
     if isinstance(config.storage, RedisStorageConfig):
-        # A blocking pool: with more requests in flight than connections, a request
-        # waits (up to ``timeout``) for a free connection instead of failing with
-        # "Too many connections", which would surface as a 503 under load.
+        # The hits use the pool's settings on the limiter's own pipelined connections
+        # (``CommandPipeliner``). One retry, on a connection error only, reconnects a
+        # connection that went stale (a Redis restart) instead of answering 503; never
+        # after a timeout, when the script may have run (a bucket update is not
+        # idempotent). Redis down stays a quick 503. The pool's own connections serve
+        # nothing else; it is a blocking one so that any use with more requests in flight
+        # than connections waits (up to ``timeout``) instead of failing with "Too many
+        # connections", which would surface as a 503 under load.
         pool = BlockingConnectionPool.from_url(
             config.storage.url.get_secret_value(),
             socket_connect_timeout=2,
             socket_timeout=2,
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
             max_connections=32,
             timeout=2,
         )
