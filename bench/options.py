@@ -15,8 +15,8 @@ BIG_STATE = 1_000_000
 #: Scenarios whose cost does not depend on the storage backend: by default they run on
 #: memory only (``--scenarios`` naming them runs them on every chosen backend).
 MEMORY_ONLY = ("discovery", "verify-jwt")
-DEFAULT_POOL = 40_000
-REDIS_POOL = 20_000
+DEFAULT_POOL = 80_000
+REDIS_POOL = 40_000
 
 
 @dataclass(frozen=True)

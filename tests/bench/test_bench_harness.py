@@ -429,3 +429,19 @@ def test_cpu_seconds_reads_a_process_s_user_and_system_time() -> None:
     from bench import procs
 
     assert procs.cpu_seconds(os.getpid()) > 0
+
+
+def test_requests_past_a_used_up_pool_are_not_counted_as_daemon_errors() -> None:
+    result = wrk.WrkResult(
+        requests=100,
+        duration_s=1.0,
+        p50_ms=1,
+        p90_ms=1,
+        p99_ms=1,
+        mean_ms=1,
+        max_ms=1,
+        non_2xx=10,
+        exhausted=4,
+    )
+    assert result.error_counts()["non_2xx"] == 6
+    assert result.error_counts()["exhausted"] == 4
