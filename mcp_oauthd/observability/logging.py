@@ -437,7 +437,11 @@ def configure_logging(config: LoggingConfig, *, stream: IO[str] | None = None) -
     renderer: Processor
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(out))
+        # Plain tracebacks even when `rich` is installed: rich's formatter prints every
+        # frame's local variables, which may hold a token or a secret.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=_is_tty(out), exception_formatter=structlog.dev.plain_traceback
+        )
     else:
         final.append(structlog.processors.format_exc_info)
         renderer = _render_json

@@ -294,3 +294,22 @@ def test_a_broken_stream_or_an_unrenderable_line_never_breaks_the_caller(
     log.info("next")
     assert [line["event"] for line in lines(stream)] == ["next"]
     assert "could not be rendered" in capsys.readouterr().err
+
+
+def test_a_console_traceback_never_shows_local_variables() -> None:
+    """rich's traceback formatter (used by structlog when rich is installed) prints each
+    frame's locals; a token in a local must not reach the console log."""
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(format="console"), stream=stream)
+    log = structlog.get_logger("mcp_oauthd.test")
+
+    def fail(access_token: str) -> None:
+        raise RuntimeError("boom")
+
+    value = "-".join(["mcpat_local", "variable", "value"])  # not in any source line
+    try:
+        fail(value)
+    except RuntimeError:
+        log.exception("failed")
+    assert "boom" in stream.getvalue()
+    assert value not in stream.getvalue()
