@@ -140,9 +140,7 @@ class Bench:
         cpu_before = procs.cpu_seconds(pid) if pid is not None else None
         result = wrk.run(args, wall_timeout=duration + 120)
         if pid is not None and cpu_before is not None:
-            result = dataclasses.replace(
-                result, server_cpu_s=procs.cpu_seconds(pid) - cpu_before
-            )
+            result = dataclasses.replace(result, server_cpu_s=procs.cpu_seconds(pid) - cpu_before)
         return result, (wrk.next_start(start, result) if scenario.once else start)
 
     # ------------------------------------------------------------------ processes
