@@ -48,6 +48,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 log = structlog.get_logger("mcp_oauthd.http")
 access_log = structlog.get_logger("mcp_oauthd.access")
 
+
 def json_error(error: OAuthError) -> web.Response:
     response = json_response(error.to_dict(), status=error.status)
     response.headers["Cache-Control"] = "no-store"
