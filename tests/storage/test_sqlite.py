@@ -10,13 +10,10 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-import mcp_oauthd
-from mcp_oauthd.config.models import SqliteStorageConfig
 from mcp_oauthd.storage import (
     ConsumeStatus,
     GrantRevoked,
@@ -35,25 +32,12 @@ from mcp_oauthd.testing.storage_conformance import (
     make_grant,
     rotate,
 )
-
-REPO_ROOT = Path(next(iter(mcp_oauthd.__path__))).resolve().parent
-
-
-def config(path: Path, busy_timeout: float = 5) -> SqliteStorageConfig:
-    return SqliteStorageConfig(path=path, busy_timeout=busy_timeout)
+from tests.storage.sqlite_support import REPO_ROOT, config
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "oauthd.db"
-
-
-@pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[SqliteStorage]:
-    backend = SqliteStorage(config(db_path))
-    await backend.open()
-    yield backend
-    await backend.close()
+def storage(sqlite_storage: SqliteStorage) -> SqliteStorage:
+    return sqlite_storage
 
 
 def user_version(path: Path) -> int:

@@ -12,15 +12,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import mcp_oauthd
 import mcp_oauthd.storage.sqlite as sqlite_module
-from mcp_oauthd.config.models import SqliteStorageConfig
 from mcp_oauthd.storage import ConsumeStatus, GrantRevoked, RotateStatus, StorageError
 from mcp_oauthd.storage.sqlite import SqliteStorage
 from mcp_oauthd.testing.storage_conformance import (
@@ -33,25 +31,12 @@ from mcp_oauthd.testing.storage_conformance import (
     make_refresh,
     rotate,
 )
-
-REPO_ROOT = Path(next(iter(mcp_oauthd.__path__))).resolve().parent
-
-
-def config(path: Path, busy_timeout: float = 5) -> SqliteStorageConfig:
-    return SqliteStorageConfig(path=path, busy_timeout=busy_timeout)
+from tests.storage.sqlite_support import REPO_ROOT, config
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "oauthd.db"
-
-
-@pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[SqliteStorage]:
-    backend = SqliteStorage(config(db_path))
-    await backend.open()
-    yield backend
-    await backend.close()
+def storage(sqlite_storage: SqliteStorage) -> SqliteStorage:
+    return sqlite_storage
 
 
 @pytest.fixture
