@@ -30,6 +30,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -270,6 +271,7 @@ class Metrics:
         self.gauge_refresh_interval = gauge_refresh_interval
         self._static_ids = frozenset(static_client_ids)
         self._bounded = _Bounded()
+        self._children: dict[tuple[int, tuple[tuple[str, str], ...]], Any] = {}
         reg = self.registry
         if process_metrics:
             ProcessCollector(registry=reg)
@@ -366,7 +368,9 @@ class Metrics:
     # ------------------------------------------------------------------ audit -> counters
     def on_audit(self, event: str, record: Mapping[str, object]) -> None:
         """The Auditor listener: count every event, and the well-known ones by name."""
-        self.audit_events.labels(self._bounded.value("event", event, None, OTHER)).inc()
+        self._child(
+            self.audit_events, ("event", self._bounded.value("event", event, None, OTHER))
+        ).inc()
         rules = AUDIT_COUNTERS.get(event, ())
         if event == "token.issued":
             grant = _GRANT_TYPES.get(str(record.get("grant", "code")), OTHER)
@@ -382,8 +386,18 @@ class Metrics:
                 labels[label] = self._bounded.value(label, raw, spec.allowed, spec.default)
             if self.expose_client_ids:
                 labels["client_id"] = self.client_label(record.get("client_id"))
-            counter = self._flow[rule.metric]
-            (counter.labels(**labels) if labels else counter).inc()
+            self._child(self._flow[rule.metric], *labels.items()).inc()
+
+    def _child(self, counter: Counter, *labels: tuple[str, str]) -> Any:
+        """``counter.labels(...)``, resolved once per label set: ``labels()`` takes a lock
+        and validates on every call, and every token request emits audit events. Label
+        values are bounded (see ``_Bounded``), so this map is too."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = counter.labels(**dict(labels)) if labels else counter
+            self._children[key] = child
+        return child
 
     def client_label(self, client_id: object) -> str:
         """Static client ids as they are; every other client collapses to its kind."""
