@@ -25,6 +25,8 @@ from mcp_oauthd.config.models import Config
 from mcp_oauthd.security.audit import Auditor
 
 log = structlog.get_logger("mcp_oauthd")
+#: The signals the master forwards to its workers.
+FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def _listen(config: Config, reuse_port: bool) -> socket.socket:
@@ -110,6 +112,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_config, app, config_path)
+    # A worker is forked with these signals blocked (see run()): one sent before the
+    # handlers above existed is pending, and is delivered to them now, not lost.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     try:
         await stop.wait()
         log.info("shutting down: draining in-flight requests", worker=worker)
@@ -131,6 +136,11 @@ def run(config: Config, *, auditor: Auditor | None = None, config_path: Path | N
         return 0
     context = multiprocessing.get_context("fork")
     children: list[BaseProcess] = []
+    # Until the forwarding handlers below are installed, a SIGTERM would kill this process
+    # and orphan the workers; until a worker's loop has its handlers, a forwarded one
+    # would kill the worker without a drain. So these signals wait (blocked, pending)
+    # until each process is ready for them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     for index in range(workers):
         child = context.Process(
             target=_worker_main, args=(config, index, config_path), daemon=False
@@ -147,6 +157,7 @@ def run(config: Config, *, auditor: Auditor | None = None, config_path: Path | N
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward)  # each worker reloads its own config
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     status = 0
     for process in children:
         process.join()

@@ -42,6 +42,20 @@ async def test_two_workers_share_one_port_and_one_sqlite_file(
     await daemon.wait_for("all workers stopped")
 
 
+async def test_a_sigterm_while_workers_start_stops_every_worker_cleanly(
+    tmp_path: Path, spawn: Any
+) -> None:
+    """A SIGTERM that arrives before a worker's loop has its handlers waits for them
+    (blocked, pending) instead of killing the worker undrained or orphaning it."""
+    port = free_port()
+    daemon = await spawn("serve", "--config", str(write_config(tmp_path, port)), "--workers", "2")
+    await daemon.wait_for("workers started")
+    daemon.proc.send_signal(signal.SIGTERM)  # the workers are still importing and opening
+    assert await asyncio.wait_for(daemon.proc.wait(), 60) == 0
+    await daemon.wait_for("all workers stopped")
+    assert len(await daemon.wait_for("stopped", count=2)) == 2
+
+
 async def test_memory_storage_refuses_several_workers_with_a_clear_message(
     tmp_path: Path, spawn: Any
 ) -> None:
