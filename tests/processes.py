@@ -44,7 +44,10 @@ class Process:
     async def wait_for(self, event: str, count: int = 1) -> list[dict[str, Any]]:
         assert self.proc.stderr is not None
         while sum(1 for line in self.lines if line.get("event") == event) < count:
-            raw = await asyncio.wait_for(self.proc.stderr.readline(), 60)
+            try:
+                raw = await asyncio.wait_for(self.proc.stderr.readline(), 60)
+            except TimeoutError:
+                raise AssertionError(f"no {event!r} within 60 s: {self.lines[-8:]}") from None
             if not raw:
                 raise AssertionError(f"process ended before {event!r}: {self.lines[-5:]}")
             try:

@@ -559,16 +559,18 @@ class SqliteStorage:
         """The event-loop writer (see ``_write_now``); opened after ``_open_sync`` has made
         the file WAL and current, so it only sets its per-connection pragmas."""
         try:
+            # Setting up may meet another process's lock (a worker starting beside this
+            # one): wait for it as the executor connection does; only afterwards does
+            # this connection stop waiting (see below).
             writer = sqlite3.connect(
                 self._path,
-                timeout=0,  # never wait on the loop: SQLITE_BUSY sends the work elsewhere
+                timeout=self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
             raise _translate(exc) from None
         try:
-            writer.execute("PRAGMA busy_timeout = 0")
             # Per connection, so repeated here: the same durability as the executor
             # connection (WAL + NORMAL: a commit is a write() to the WAL, fsynced at
             # checkpoints) and the same foreign-key checks.
@@ -576,6 +578,8 @@ class SqliteStorage:
             writer.execute("PRAGMA foreign_keys = ON")
             writer.execute("PRAGMA wal_autocheckpoint = 0")  # see _note_loop_writes
             writer.execute(f"PRAGMA mmap_size = {_MMAP_SIZE}")
+            # Never wait on the loop: SQLITE_BUSY sends the work to the executor.
+            writer.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             writer.close()
             raise _translate(exc) from None
