@@ -7,8 +7,6 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from mcp_oauthd.testing.storage_conformance import (
     make_grant,
     rotate,
 )
-from tests.storage.sqlite_support import REPO_ROOT, config
+from tests.storage.sqlite_support import config, race_processes
 
 
 @pytest.fixture
@@ -200,38 +198,11 @@ async def test_separate_processes_racing_on_one_file_have_exactly_one_winner_per
     await storage.close()
 
     hashes = json.dumps([c.code_hash for c in codes])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(db_path), hashes, str(NOW)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(4)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stdout.readline().strip() == "ready"
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        outputs = [worker.communicate(timeout=60) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err
-    per_worker = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    per_worker = race_processes(WORKER, [[str(db_path), hashes, str(NOW)]] * 4, timeout=60)
     for i in range(len(codes)):
         statuses = [wins[i] for wins in per_worker]
         assert statuses.count("ok") == 1, statuses
-        assert statuses.count("reused") == len(workers) - 1, statuses
+        assert statuses.count("reused") == len(per_worker) - 1, statuses
 
 
 async def test_a_writer_blocked_past_busy_timeout_gets_storage_unavailable_without_details(

@@ -31,7 +31,7 @@ from mcp_oauthd.testing.storage_conformance import (
     make_refresh,
     rotate,
 )
-from tests.storage.sqlite_support import REPO_ROOT, config
+from tests.storage.sqlite_support import REPO_ROOT, config, race_processes
 
 
 @pytest.fixture
@@ -455,8 +455,7 @@ async def test_processes_rotating_the_same_tokens_concurrently_rotate_each_once(
     families = [await create_full_grant(storage) for _ in range(40)]
     await storage.close()
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
-    workers = []
+    argvs = []
     for n in range(4):
         jobs = []
         for grant, _, refresh in families:
@@ -470,32 +469,8 @@ async def test_processes_rotating_the_same_tokens_concurrently_rotate_each_once(
                     "now": NOW + 1,
                 }
             )
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-c", ROTATOR, str(db_path), json.dumps(jobs)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        )
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stdout.readline().strip() == "ready"
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        outputs = [worker.communicate(timeout=120) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err
-    per_worker = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+        argvs.append([str(db_path), json.dumps(jobs)])
+    per_worker = race_processes(ROTATOR, argvs)
     for i in range(len(families)):
         statuses = sorted(results[i] for results in per_worker)
         assert statuses == ["grace", "grace", "grace", "rotated"], statuses
