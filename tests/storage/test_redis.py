@@ -8,8 +8,6 @@ runs a private ``redis-server`` on a free port and kills it.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +25,7 @@ from mcp_oauthd.storage.base import (
     StorageUnavailable,
 )
 from mcp_oauthd.storage.redis import HASH_TAG, RedisStorage
-from mcp_oauthd.testing.redis_server import PrivateRedis, free_port, redis_answers
+from mcp_oauthd.testing.redis_server import PrivateRedis, free_port
 from mcp_oauthd.testing.storage_conformance import (
     DAY,
     NOW,
@@ -41,26 +39,15 @@ from mcp_oauthd.testing.storage_conformance import (
     make_refresh,
     rotate,
 )
-
-URL = "redis://127.0.0.1:6379/0"
-
-
-pytestmark = pytest.mark.skipif(
-    not redis_answers(), reason="no Redis answers at 127.0.0.1:6379 (start one to run these)"
+from tests.storage.redis_support import (
+    URL,
+    delete_prefix,
+    make_storage,
+    needs_redis,
+    new_prefix,
 )
 
-
-def new_prefix() -> str:
-    return f"mcp-oauthd-test:{uuid.uuid4().hex}:"
-
-
-async def delete_prefix(url: str, prefix: str) -> None:
-    client = aioredis.Redis.from_url(url)
-    try:
-        async for key in client.scan_iter(match=prefix + "*", count=500):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+pytestmark = needs_redis
 
 
 async def keys_of(prefix: str) -> list[str]:
@@ -69,25 +56,6 @@ async def keys_of(prefix: str) -> list[str]:
         return [k async for k in client.scan_iter(match=prefix + "*", count=500)]
     finally:
         await client.aclose()
-
-
-def make_storage(prefix: str, url: str = URL, **kw: Any) -> RedisStorage:
-    return RedisStorage(RedisStorageConfig(url=SecretStr(url), key_prefix=prefix), **kw)
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = new_prefix()
-    yield value
-    await delete_prefix(URL, value)
-
-
-@pytest.fixture
-async def redis_storage(prefix: str) -> AsyncIterator[RedisStorage]:
-    backend = make_storage(prefix)
-    await backend.open()
-    yield backend
-    await backend.close()
 
 
 # --------------------------------------------------------------------------- conformance
@@ -365,17 +333,6 @@ async def test_fifty_concurrent_revocations_and_one_creation_leave_nothing_live(
 
 
 # --------------------------------------------------------------------------- outage
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis()
-    except FileNotFoundError:
-        pytest.skip("redis-server is not installed")
-    server.start()
-    yield server
-    server.stop()
-
-
 async def test_an_outage_raises_storage_unavailable_and_the_same_object_recovers(
     private_redis: PrivateRedis,
 ) -> None:

@@ -13,21 +13,18 @@ import asyncio
 import base64
 import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 from redis.asyncio import ConnectionPool
 from redis.exceptions import DataError, ResponseError
 
-from mcp_oauthd.config.models import RedisStorageConfig
 from mcp_oauthd.security.ratelimit import Budget, RedisRateLimiter, build_rate_limiter
 from mcp_oauthd.storage.base import RotateStatus, StorageError, StorageUnavailable
 from mcp_oauthd.storage.redis import CommandPipeliner, RedisStorage
-from mcp_oauthd.testing.redis_server import PrivateRedis, redis_answers
+from mcp_oauthd.testing.redis_server import PrivateRedis
 from mcp_oauthd.testing.storage_conformance import (
     NOW,
     create_full_grant,
@@ -36,32 +33,9 @@ from mcp_oauthd.testing.storage_conformance import (
     rotate,
 )
 from tests.conftest import base_config
+from tests.storage.redis_support import URL, make_storage, needs_redis
 
-URL = "redis://127.0.0.1:6379/0"
-
-pytestmark = pytest.mark.skipif(
-    not redis_answers(), reason="no Redis answers at 127.0.0.1:6379 (start one to run these)"
-)
-
-
-def make_storage(prefix: str, url: str = URL, **kw: Any) -> RedisStorage:
-    return RedisStorage(RedisStorageConfig(url=SecretStr(url), key_prefix=prefix), **kw)
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(URL)
-    try:
-        async for key in client.scan_iter(match=prefix + "*", count=500):
-            await client.delete(key)
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = f"mcp-oauthd-test:{uuid.uuid4().hex}:"
-    yield value
-    await delete_prefix(value)
+pytestmark = needs_redis
 
 
 @pytest.fixture
@@ -79,17 +53,6 @@ async def pipeliner() -> AsyncIterator[CommandPipeliner]:
     yield pipe
     await pipe.aclose()
     await pool.aclose()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis()
-    except FileNotFoundError:
-        pytest.skip("redis-server is not installed")
-    server.start()
-    yield server
-    server.stop()
 
 
 # --------------------------------------------------------------------------- replies
