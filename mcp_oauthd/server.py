@@ -124,8 +124,15 @@ async def serve(
 
 
 def _worker_main(config: Config, worker: int, config_path: Path | None) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, reuse_port=True, worker=worker, config_path=config_path))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, reuse_port=True, worker=worker, config_path=config_path))
+    except Exception as exc:
+        # The same one line the CLI prints for a single process (never a traceback: a
+        # storage error's message is written to carry no secrets); the master logs the
+        # exit status.
+        print(f"mcp-oauthd: worker {worker}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def run(config: Config, *, auditor: Auditor | None = None, config_path: Path | None = None) -> int:
@@ -159,9 +166,11 @@ def run(config: Config, *, auditor: Auditor | None = None, config_path: Path | N
     signal.signal(signal.SIGHUP, forward)  # each worker reloads its own config
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     status = 0
-    for process in children:
+    for index, process in enumerate(children):
         process.join()
         if process.exitcode not in (0, None):
+            # Negative: killed by that signal; 1: it failed (its traceback is above).
+            log.error("worker failed", worker=index, exitcode=process.exitcode)
             status = 1
     log.info("all workers stopped")
     sys.stdout.flush()

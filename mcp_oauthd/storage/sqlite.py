@@ -31,6 +31,7 @@ import functools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -194,6 +195,10 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES
+
+
+#: How the WAL switch waits between attempts (a name of its own so tests can replace it).
+_pause = time.sleep
 
 
 #: What a pending write's future holds when it must run on the executor instead.
@@ -617,9 +622,7 @@ class SqliteStorage:
             raise _translate(exc) from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise StorageError("sqlite storage could not switch the database to WAL mode")
+            self._switch_to_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate(conn)
@@ -630,6 +633,26 @@ class SqliteStorage:
             conn.close()
             raise
         return conn
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (a no-op once it is). SQLite does not call the busy
+        handler for this switch while another connection holds the RESERVED lock: it
+        answers SQLITE_BUSY at once, as it did when several workers opened a new file
+        together (one was migrating) and one of them failed to start. So retry, for as
+        long as busy_timeout allows."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            _pause(delay)
+            delay = min(delay * 2, 0.1)
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StorageError("sqlite storage could not switch the database to WAL mode")
 
     def _create_file_private(self) -> None:
         """Create the database file with mode 0600 (SQLite gives -wal/-shm the same mode)."""

@@ -51,9 +51,24 @@ async def test_a_sigterm_while_workers_start_stops_every_worker_cleanly(
     daemon = await spawn("serve", "--config", str(write_config(tmp_path, port)), "--workers", "2")
     await daemon.wait_for("workers started")
     daemon.proc.send_signal(signal.SIGTERM)  # the workers are still importing and opening
-    assert await asyncio.wait_for(daemon.proc.wait(), 60) == 0
     await daemon.wait_for("all workers stopped")
+    assert await asyncio.wait_for(daemon.proc.wait(), 60) == 0, daemon.lines
     assert len(await daemon.wait_for("stopped", count=2)) == 2
+
+
+async def test_a_worker_that_cannot_start_is_one_line_and_a_failed_exit_status(
+    tmp_path: Path, spawn: Any
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    (tmp_path / "state.db").write_bytes(b"this is not an SQLite database" * 100)
+    daemon = await spawn("serve", "--config", str(config), "--workers", "2")
+    failed = await daemon.wait_for("worker failed", count=2)
+    assert {line["exitcode"] for line in failed} == {1}
+    assert await asyncio.wait_for(daemon.proc.wait(), 60) == 1
+    said = [line.get("raw", "") for line in daemon.lines]
+    assert sum("StorageUnavailable" in line for line in said) == 2, daemon.lines
+    assert not any("Traceback" in line for line in said)
 
 
 async def test_memory_storage_refuses_several_workers_with_a_clear_message(

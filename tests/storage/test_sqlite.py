@@ -19,6 +19,7 @@ from mcp_oauthd.storage import (
     StorageError,
     StorageUnavailable,
 )
+from mcp_oauthd.storage import sqlite as sqlite_module
 from mcp_oauthd.storage.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStorage
 from mcp_oauthd.testing.storage_conformance import (
     NOW,
@@ -203,6 +204,61 @@ async def test_separate_processes_racing_on_one_file_have_exactly_one_winner_per
         statuses = [wins[i] for wins in per_worker]
         assert statuses.count("ok") == 1, statuses
         assert statuses.count("reused") == len(per_worker) - 1, statuses
+
+
+async def test_opening_waits_for_a_migration_another_process_is_running_on_a_new_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers starting together on a new file: while one holds the RESERVED lock (its
+    migration), SQLite answers another's switch to WAL with SQLITE_BUSY at once instead
+    of calling the busy handler. Opening must wait for it, not fail the worker."""
+    # A new file, not yet WAL; committed from the storage's own thread (in `pause`).
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE elsewhere (x)")
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the other process finishes while we wait
+        pauses.append(seconds)
+        if other.in_transaction:
+            other.execute("COMMIT")
+
+    monkeypatch.setattr(sqlite_module, "_pause", pause)
+    storage = SqliteStorage(config(db_path))
+    try:
+        await storage.open()
+        code = make_code()
+        await storage.put_code(code)
+        assert (await storage.consume_code(code.code_hash, NOW)).status is ConsumeStatus.OK
+    finally:
+        other.close()
+        await storage.close()
+    assert len(pauses) == 1
+    mode = sqlite3.connect(db_path).execute("PRAGMA journal_mode").fetchone()
+    assert mode == ("wal",)
+
+
+async def test_opening_gives_up_with_storage_unavailable_when_the_switch_stays_locked(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE elsewhere (x)")
+    clock = [0.0]
+
+    def pause(seconds: float) -> None:  # fake time: each pause moves the clock on
+        clock[0] += seconds
+
+    monkeypatch.setattr(sqlite_module, "_pause", pause)
+    monkeypatch.setattr(sqlite_module.time, "monotonic", lambda: clock[0])
+    storage = SqliteStorage(config(db_path, busy_timeout=1))
+    try:
+        with pytest.raises(StorageUnavailable, match="busy"):
+            await storage.open()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert clock[0] >= 1.0
 
 
 async def test_a_writer_blocked_past_busy_timeout_gets_storage_unavailable_without_details(
