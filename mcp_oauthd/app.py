@@ -129,27 +129,25 @@ def create_app(
 
     # `is None`, not `or`: an empty in-memory limiter has len() 0 and is falsy.
     limiter = build_rate_limiter(config) if rate_limiter is None else rate_limiter
-    app = web.Application(
-        middlewares=[
-            pipeline(
-                services,
-                https=https,
-                rate_limits=RateLimitGate(services, limiter)
-                if config.rate_limits.enabled
-                else None,
-                metrics=metrics,
-                tracing=tracing,
-            )
-        ],
-        client_max_size=256 * 1024,
+    pages = Pages(config.issuer + STATIC_PATH)
+    html_paths = browser.html_paths(prefix)
+    requests = pipeline(
+        services,
+        https=https,
+        rate_limits=RateLimitGate(services, limiter) if config.rate_limits.enabled else None,
+        metrics=metrics,
+        tracing=tracing,
+        pages=pages,
+        html_paths=html_paths,
     )
+    app = web.Application(middlewares=[requests.middleware], client_max_size=256 * 1024)
     app[keys.RATE_LIMITER] = limiter
     app[keys.CONFIG] = config
     app[keys.SERVICES] = services
     app[keys.AUTHORIZE] = AuthorizeService(services)
     app[keys.TOKENS] = TokenService(services)
-    app[keys.PAGES] = Pages(config.issuer + STATIC_PATH)
-    app[keys.HTML_PATHS] = browser.html_paths(prefix)
+    app[keys.PAGES] = pages
+    app[keys.HTML_PATHS] = html_paths
     app[browser.COOKIES] = BrowserCookies(services.signer, https)
 
     registrations = RegistrationService(services)
@@ -166,7 +164,8 @@ def create_app(
     registration.add_routes(app, prefix, registrations)
     browser.add_routes(app, prefix)
     api.add_routes(app, prefix)
-    resource.add_routes(app, prefix, IntrospectionService(services))
+    hot = resource.add_routes(app, prefix, IntrospectionService(services))
+    app[keys.HOT_LANE] = requests.lane(hot)
     openapi.add_routes(app, config)
     static_dir = Path(__file__).parent / "http" / "static"
     app.router.add_static(prefix + STATIC_PATH, static_dir, append_version=False)

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from mcp_oauthd.config.models import Config
+from mcp_oauthd.http.middleware import install_hot_lane
 from mcp_oauthd.security.audit import Auditor
 
 log = structlog.get_logger("mcp_oauthd")
@@ -96,6 +97,8 @@ async def serve(
         shutdown_timeout=config.server.shutdown_timeout,
     )
     await runner.setup()
+    assert runner.server is not None
+    install_hot_lane(app, runner.server)  # introspection and /auth/verify skip the router
     sock = _listen(config, reuse_port)
     site = web.SockSite(runner, sock, shutdown_timeout=config.server.shutdown_timeout)
     await site.start()

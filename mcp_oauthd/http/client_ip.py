@@ -53,7 +53,12 @@ def resolve(peer: str | None, forwarded_for: str | None, proxy: ProxyConfig) -> 
 
 
 def client_ip(request: web.Request) -> str:
-    proxy = request.app[keys.SERVICES].config.proxy
+    return resolve_client_ip(request, request.app[keys.SERVICES].config.proxy)
+
+
+def resolve_client_ip(request: web.Request, proxy: ProxyConfig) -> str:
+    """:func:`client_ip` with the proxy settings given (the hot lane's requests have no
+    matched app to read them from)."""
     if proxy.trusted_hops == 0 and not proxy.trusted_cidrs:
         return request.remote or "unknown"  # no proxy trusted: the header is not read
     return resolve(request.remote, request.headers.get("X-Forwarded-For"), proxy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from mcp_oauthd.config.models import Config
@@ -19,3 +21,9 @@ PAGES = web.AppKey("pages", Pages)
 HTML_PATHS = web.AppKey("html_paths", frozenset[str])
 REQUEST_ID = web.RequestKey("request_id", str)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+
+#: aiohttp's per-request entry point (``web.Server.request_handler``), and a wrapper of it.
+RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+LaneWrapper = Callable[[RequestHandlerFn], RequestHandlerFn]
+#: Wraps the server's entry point with the hot lane (``http.middleware.install_hot_lane``).
+HOT_LANE: web.AppKey[LaneWrapper] = web.AppKey("hot_lane")

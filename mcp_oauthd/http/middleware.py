@@ -14,14 +14,18 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from aiohttp import web
+from aiohttp.hdrs import EXPECT
 from aiohttp.typedefs import Middleware
 
 from mcp_oauthd.http import keys
+from mcp_oauthd.http.keys import LaneWrapper, RequestHandlerFn
+from mcp_oauthd.http.pages import Pages
 from mcp_oauthd.http.responses import (
     HSTS,
     SECURITY_HEADERS,
@@ -59,8 +63,8 @@ def json_error(error: OAuthError) -> web.Response:
     return response
 
 
-def wants_html(request: web.Request) -> bool:
-    return request.path in request.app[keys.HTML_PATHS]
+def wants_html(request: web.Request, html_paths: frozenset[str]) -> bool:
+    return request.path in html_paths
 
 
 _ID_PREFIX = secrets.token_hex(4)
@@ -77,14 +81,16 @@ def _is_hot(path: str) -> bool:
     return path == "/auth/verify" or path.endswith("/oauth/introspect")
 
 
-def render_error(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+def render_error(
+    request: web.Request, exc: Exception, pages: Pages, html_paths: frozenset[str]
+) -> web.StreamResponse | None:
     """The one error renderer: the response for an exception a handler raised, or None
-    for a redirect (an ``HTTPException`` below 400) that must propagate as it is."""
-    pages = request.app[keys.PAGES]
+    for a redirect (an ``HTTPException`` below 400) that must propagate as it is. (It
+    reads nothing from ``request.app``: the hot lane's requests have no matched app.)"""
     if isinstance(exc, PageError):
         return pages.error(exc.title, exc.message, exc.status, request.get(keys.REQUEST_ID))
     if isinstance(exc, OAuthError):
-        if wants_html(request):
+        if wants_html(request, html_paths):
             page = pages.error("Something went wrong", exc.description or exc.error, exc.status)
             if exc.retry_after is not None:
                 page.headers["Retry-After"] = str(exc.retry_after)
@@ -93,7 +99,7 @@ def render_error(request: web.Request, exc: Exception) -> web.StreamResponse | N
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return None
-        if wants_html(request):
+        if wants_html(request, html_paths):
             return pages.error(exc.reason, "This page does not exist.", exc.status)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "invalid_request")
         response = json_response(
@@ -104,7 +110,7 @@ def render_error(request: web.Request, exc: Exception) -> web.StreamResponse | N
         return response
     if isinstance(exc, StorageUnavailable):
         log.warning("storage unavailable", path=request.path)
-        if wants_html(request):
+        if wants_html(request, html_paths):
             response = pages.error(
                 "Temporarily unavailable", "Please try again in a few seconds.", 503
             )
@@ -120,9 +126,59 @@ def render_error(request: web.Request, exc: Exception) -> web.StreamResponse | N
         log.debug("client disconnected", path=request.path)
         return json_error(InvalidRequest("the connection was closed"))
     log.exception("unhandled error", path=request.path)
-    if wants_html(request):
+    if wants_html(request, html_paths):
         return pages.error("Something went wrong", "An internal error occurred.", 500)
     return json_error(ServerError("internal error"))
+
+
+def install_hot_lane(app: web.Application, server: web.Server) -> None:
+    """Put the app's hot lane (:meth:`Pipeline.lane`) in front of ``server``: call it on
+    every runner serving the app, after ``runner.setup()``."""
+    wrap = app.get(keys.HOT_LANE)
+    if wrap is not None:
+        server.request_handler = wrap(server.request_handler)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The request pipeline (:func:`pipeline`): as the app's one middleware, and as the
+    hot lane the resource servers' per-request checks take (:meth:`lane`)."""
+
+    middleware: Middleware
+    #: ``run(request, handler, route)``: the pipeline around ``handler``; ``route`` keys
+    #: the metrics labels (the matched route, or the path for the hot lane).
+    run: Callable[[web.Request, Handler, object], Awaitable[web.StreamResponse]]
+    tracing: bool
+
+    def lane(self, routes: Mapping[tuple[str, str], Handler]) -> LaneWrapper:
+        """Wrap aiohttp's request entry point so that ``routes`` ((method, exact path) ->
+        handler) run the same pipeline without aiohttp's router and middleware chain.
+
+        Introspection and ``/auth/verify`` are one request per request to every protected
+        MCP server; routing them through ``Application._handle`` (URL resolution, the
+        middleware chain aiohttp builds around every handler, the per-app wrapper it adds)
+        cost about a sixth of such a request (bench/README.md). Their paths are exact
+        strings, and their handlers read nothing from ``request.app`` or
+        ``request.match_info``; every other request, and any with ``Expect`` (100-continue
+        is the app's business), takes the normal way. With tracing on, everything takes the
+        normal way (the span wraps the pipeline there)."""
+        run = self.run
+
+        def wrap(normal: RequestHandlerFn) -> RequestHandlerFn:
+            if self.tracing or not routes:
+                return normal
+
+            async def handle(request: web.BaseRequest) -> web.StreamResponse:
+                path = request.path
+                handler = routes.get((request.method, path))
+                if handler is None or EXPECT in request.headers:
+                    return await normal(request)
+                # The app's request factory made it: a web.Request, without a match.
+                return await run(cast(web.Request, request), handler, path)
+
+            return handle
+
+        return wrap
 
 
 def pipeline(
@@ -132,7 +188,9 @@ def pipeline(
     rate_limits: RateLimitGate | None,
     metrics: Metrics | None,
     tracing: Tracing | None,
-) -> Middleware:
+    pages: Pages,
+    html_paths: frozenset[str],
+) -> Pipeline:
     """The request pipeline, as ONE middleware: every request passes it, and
     introspection and ``/auth/verify`` (one per request to every protected MCP server)
     are most of them, so each step is inline rather than a middleware of its own (each
@@ -155,13 +213,12 @@ def pipeline(
                 await rate_limits.check(request, services.now())
             return await handler(request)
         except Exception as exc:
-            response = render_error(request, exc)
+            response = render_error(request, exc, pages, html_paths)
             if response is None:
                 raise
             return response
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def run(request: web.Request, handler: Handler, route: object) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-ID")
         request_id = (
             incoming if incoming is not None and _REQUEST_ID.match(incoming) else _new_request_id()
@@ -187,7 +244,7 @@ def pipeline(
                             await rate_limits.check_shared(request, rule)
                     response = await handler(request)
                 except Exception as exc:
-                    error_response = render_error(request, exc)
+                    error_response = render_error(request, exc, pages, html_paths)
                     if error_response is None:
                         raise
                     response = error_response
@@ -205,7 +262,7 @@ def pipeline(
         finally:
             elapsed = time.perf_counter() - started
             if observe is not None:
-                observe(request, status, elapsed)
+                observe(route, request, status, elapsed)
             logging_config = services.config.logging
             if logging_config.access_log and (
                 status >= 400 or logging_config.access_log_hot_paths or not _is_hot(request.path)
@@ -218,4 +275,8 @@ def pipeline(
                     duration_ms=round(elapsed * 1000, 2),
                 )
 
-    return middleware
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await run(request, handler, request.match_info.route)
+
+    return Pipeline(middleware=middleware, run=run, tracing=tracing is not None)

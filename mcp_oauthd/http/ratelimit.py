@@ -8,7 +8,7 @@ from aiohttp import web
 
 from mcp_oauthd.config.models import BudgetConfig, Config
 from mcp_oauthd.http import keys
-from mcp_oauthd.http.client_ip import client_ip
+from mcp_oauthd.http.client_ip import resolve_client_ip
 from mcp_oauthd.oauth import metadata as md
 from mcp_oauthd.oauth.errors import RateLimited
 from mcp_oauthd.security.ratelimit import Budget, Decision, MemoryRateLimiter, RateLimiter
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from mcp_oauthd.service.context import Services
 
 UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
+#: How many distinct paths the gate remembers the rule of (the app's own are far fewer).
+MAX_REMEMBERED_PATHS = 256
 
 
 def budget(config: BudgetConfig) -> Budget:
@@ -59,9 +61,17 @@ async def check(
 
 
 def refuse(request: web.Request, limiter_name: str, decision: Decision) -> NoReturn:
+    services = request.app[keys.SERVICES]
+    refuse_for(services, request, limiter_name, decision)
+
+
+def refuse_for(
+    services: Services, request: web.Request, limiter_name: str, decision: Decision
+) -> NoReturn:
+    """Raise the 429; the first refusal of a run is audited."""
     if decision.first_refusal:
-        auditor = request.app[keys.SERVICES].auditor
-        auditor.emit("rate_limited", limiter=limiter_name, ip=client_ip(request))
+        ip = resolve_client_ip(request, services.config.proxy)
+        services.auditor.emit("rate_limited", limiter=limiter_name, ip=ip)
     raise RateLimited(decision.retry_after)
 
 
@@ -85,33 +95,60 @@ class RateLimitGate:
         # An in-process shared limiter is consulted without a coroutine, like the above.
         # (exactly that class: a subclass may count or change `hit`, which `take` bypasses)
         self._shared_local = limiter if type(limiter) is MemoryRateLimiter else None
+        # path -> (limiter name, budget, in-process limiter or None), resolved once: `take`
+        # runs before every request. Other paths are added on first sight, up to a bound
+        # (unknown paths all share the default rule, so a scan cannot grow this).
+        self._rules: dict[str, tuple[str, Budget, MemoryRateLimiter | None]] = {}
+        for path, (name, limit) in self._table.items():
+            self._rules[path] = (name, limit, self._in_process(name))
+        for path in UNLIMITED:
+            self._rules.pop(path, None)
+        self._proxy_config: object = None
+        self._trust_proxy = False
+
+    def _in_process(self, name: str) -> MemoryRateLimiter | None:
+        return self._local if name == "introspect" else self._shared_local
+
+    def _rule(self, path: str) -> tuple[str, Budget, MemoryRateLimiter | None]:
+        if path.startswith(self._registration_prefix):
+            name, limit = self._registration
+        else:
+            name, limit = self._default
+        rule = (name, limit, self._in_process(name))
+        if len(self._rules) < MAX_REMEMBERED_PATHS:
+            self._rules[path] = rule
+        return rule
 
     def take(self, request: web.Request, now: float) -> tuple[str, Budget] | None:
         """Take this request's token where the bucket is in this process (raising
         ``RateLimited`` when it is empty); otherwise return the (limiter, budget) that
         :meth:`check_shared` must take from the shared limiter."""
         path = request.path
-        if path in UNLIMITED:
-            return None
-        if path.startswith(self._registration_prefix):
-            name, limit = self._registration
-        else:
-            name, limit = self._table.get(path, self._default)
-        limiter = self._local if name == "introspect" else self._shared_local
+        rule = self._rules.get(path)
+        if rule is None:
+            if path in UNLIMITED:
+                return None
+            rule = self._rule(path)
+        name, limit, limiter = rule
         if limiter is None:
             return name, limit
         proxy = self._services.config.proxy
-        if proxy.trusted_hops or proxy.trusted_cidrs:
-            ip = client_ip(request)
-        else:  # client_ip() without the lookups: no proxy is trusted, the peer is the client
-            ip = request.remote or "unknown"
+        if proxy is not self._proxy_config:  # the config was (re)loaded: look again
+            self._proxy_config = proxy
+            self._trust_proxy = bool(proxy.trusted_hops or proxy.trusted_cidrs)
+        # Without a trusted proxy the peer is the client: no header to read.
+        ip = resolve_client_ip(request, proxy) if self._trust_proxy else request.remote or "unknown"
         decision = limiter.take(name + ":" + ip, limit, now)
         if not decision.allowed:
-            refuse(request, name, decision)
+            refuse_for(self._services, request, name, decision)
         return None
 
     async def check_shared(self, request: web.Request, rule: tuple[str, Budget]) -> None:
-        await check(request, rule[0], client_ip(request), rule[1], self._limiter)
+        name, limit = rule
+        ip = resolve_client_ip(request, self._services.config.proxy)
+        decision = await self._limiter.hit(f"{name}:{ip}", limit, self._services.now())
+        if not decision.allowed:
+            refuse_for(self._services, request, name, decision)
 
     async def check(self, request: web.Request, now: float) -> None:
         rule = self.take(request, now)

@@ -76,11 +76,18 @@ def verify_handler(service: IntrospectionService) -> Handler:
     return verify
 
 
-def add_routes(app: web.Application, prefix: str, service: IntrospectionService) -> None:
+def add_routes(
+    app: web.Application, prefix: str, service: IntrospectionService
+) -> dict[tuple[str, str], Handler]:
+    """Add the routes; return the hot ones ((method, path) -> handler) for the pipeline's
+    hot lane. Their handlers read nothing from ``request.app`` or ``request.match_info``."""
     app[INTROSPECTION] = service
-    app.router.add_post(prefix + INTROSPECT_PATH, introspect_handler(service))
+    introspect = introspect_handler(service)
+    verify = verify_handler(service)
+    app.router.add_post(prefix + INTROSPECT_PATH, introspect)
     app.router.add_get(prefix + JWKS_PATH, jwks)
-    app.router.add_get(prefix + VERIFY_PATH, verify_handler(service))
+    app.router.add_get(prefix + VERIFY_PATH, verify)
+    return {("POST", prefix + INTROSPECT_PATH): introspect, ("GET", prefix + VERIFY_PATH): verify}
 
 
 def _original_path(uri: str | None, url: str | None) -> str | None:

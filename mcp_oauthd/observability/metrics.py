@@ -438,9 +438,11 @@ class Metrics:
     def http_started(self) -> None:
         self.http_in_flight.current += 1
 
-    def http_observer(self) -> Callable[[web.Request, int, float], None]:
-        """``observe(request, status, seconds)`` for the request pipeline
+    def http_observer(self) -> Callable[[object, web.Request, int, float], None]:
+        """``observe(route, request, status, seconds)`` for the request pipeline
         (:mod:`mcp_oauthd.http.middleware`), which calls :meth:`http_started` first.
+        ``route`` is the matched route, or the path itself for the hot lane's exact
+        paths (whose requests have no match).
 
         Label values are bounded (route templates, methods, statuses)."""
         in_flight = self.http_in_flight
@@ -450,14 +452,14 @@ class Metrics:
         # number is fixed, while a 404 or 405 brings a new system route every time.
         known: dict[tuple[object, str, int], tuple[str, str, str]] = {}
 
-        def observe(request: web.Request, status: int, seconds: float) -> None:
+        def observe(route: object, request: web.Request, status: int, seconds: float) -> None:
             in_flight.current -= 1
-            route = request.match_info.route
             key = (route, request.method, status)
             labels = known.get(key)
             if labels is None:
-                labels = (route_template(request), method_label(request), str(status))
-                if type(route) is ResourceRoute and len(known) < 4096:
+                template = route if type(route) is str else route_template(request)
+                labels = (template, method_label(request), str(status))
+                if type(route) in (ResourceRoute, str) and len(known) < 4096:
                     known[key] = labels
             counts[labels] = counts.get(labels, 0.0) + 1.0  # PlainCounter.inc, inlined
             timed(labels, seconds)

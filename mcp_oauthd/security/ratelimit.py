@@ -15,8 +15,8 @@ Time is passed in (``now``), never read here, so tests drive a fake clock.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,8 +37,9 @@ class Budget:
     per_minute: float
     burst: int
 
-    @property
+    @functools.cached_property
     def rate(self) -> float:
+        """Tokens a second (computed once: a budget is asked on every request)."""
         return self.per_minute / 60.0
 
 
@@ -66,8 +67,10 @@ def _retry_after(missing: float, rate: float) -> int:
 class MemoryRateLimiter:
     def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
-        # key -> (tokens, updated_at, refusing)
-        self._buckets: OrderedDict[str, tuple[float, float, bool]] = OrderedDict()
+        # key -> (tokens, updated_at, refusing). A plain dict is an LRU here: a bucket is
+        # popped and re-inserted on every take, so insertion order is recency order (and
+        # dict operations cost less than OrderedDict's; `take` runs before every request).
+        self._buckets: dict[str, tuple[float, float, bool]] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -78,10 +81,14 @@ class MemoryRateLimiter:
     def take(self, key: str, budget: Budget, now: float) -> Decision:
         """``hit`` without a coroutine: the request pipeline calls it on the hot paths."""
         buckets = self._buckets
-        burst = float(budget.burst)
-        tokens, updated, refusing = buckets.pop(key, (burst, now, False))
-        if now > updated:
-            tokens = min(burst, tokens + (now - updated) * budget.per_minute / 60.0)
+        state = buckets.pop(key, None)
+        if state is None:
+            tokens: float = budget.burst
+            refusing = False
+        else:
+            tokens, updated, refusing = state
+            if now > updated:
+                tokens = min(budget.burst, tokens + (now - updated) * budget.rate)
         if tokens >= 1.0:
             buckets[key] = (tokens - 1.0, now, False)  # re-inserted last: most recently used
             if len(buckets) > self.max_keys:
@@ -91,8 +98,9 @@ class MemoryRateLimiter:
         return Decision(False, _retry_after(1.0 - tokens, budget.rate), not refusing)
 
     def _evict(self) -> None:
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)  # evict the least recently used bucket
+        buckets = self._buckets
+        while len(buckets) > self.max_keys:
+            del buckets[next(iter(buckets))]  # the least recently used bucket
 
     def _store(self, key: str, value: tuple[float, float, bool]) -> None:
         self._buckets[key] = value

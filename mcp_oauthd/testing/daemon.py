@@ -7,11 +7,15 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from mcp_oauthd.http.middleware import install_hot_lane
+
 
 @asynccontextmanager
 async def running(app: web.Application, port: int, host: str = "127.0.0.1") -> AsyncIterator[str]:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
     await runner.setup()
+    assert runner.server is not None
+    install_hot_lane(app, runner.server)  # introspection and /auth/verify skip the router
     site = web.TCPSite(runner, host, port)
     await site.start()
     try:

@@ -71,6 +71,18 @@ async def test_the_memory_limiter_is_bounded_under_a_flood_of_addresses() -> Non
     assert len(limiter) == 1000
 
 
+async def test_the_memory_limiter_evicts_the_least_recently_used_bucket_first() -> None:
+    limiter = MemoryRateLimiter(max_keys=2)
+    budget = Budget(per_minute=60, burst=2)
+    for _ in range(2):  # "busy" is empty now
+        assert limiter.take("busy", budget, 1.0).allowed
+    limiter.take("idle", budget, 1.0)
+    limiter.take("busy", budget, 1.0)  # refused, and the most recently used again
+    limiter.take("new", budget, 1.0)  # evicts "idle", not "busy"
+    assert len(limiter) == 2
+    assert not limiter.take("busy", budget, 1.0).allowed  # its empty bucket was kept
+
+
 async def test_the_token_endpoint_answers_429_with_retry_after(daemon_factory: Any) -> None:
     daemon: Daemon = await daemon_factory(rate_limits={"token": {"per_minute": 6, "burst": 2}})
     statuses = []
