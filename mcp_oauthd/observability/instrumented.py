@@ -177,6 +177,40 @@ class InstrumentedStorage(_Proxy):
 
         return call
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "get_access_token_now":
+            return self._now_lookup()
+        return super().__getattr__(name)
+
+    def _now_lookup(self) -> Callable[[str], Any]:
+        """The synchronous access-token lookup (``ReadsAccessTokensNow``), timed under the
+        same operation label as ``get_access_token``. Not offered with tracing on (a span
+        per lookup is the async path's business) nor when the backend lacks it: an
+        AttributeError sends the caller to ``get_access_token``."""
+        inner = object.__getattribute__(self, "_inner")
+        metrics: Metrics | None = object.__getattribute__(self, "_metrics")
+        if object.__getattribute__(self, "_tracer") is not None:
+            raise AttributeError("get_access_token_now")
+        method: Callable[[str], Any] = inner.get_access_token_now  # AttributeError: not offered
+        if metrics is not None:
+            timed = metrics.storage_observer(
+                object.__getattribute__(self, "_backend"), "get_access_token"
+            )
+            untimed = method
+
+            def method(token_hash: str) -> Any:
+                started = time.perf_counter()
+                try:
+                    result = untimed(token_hash)
+                except BaseException as exc:
+                    timed(_storage_result(exc), time.perf_counter() - started)
+                    raise
+                timed("ok", time.perf_counter() - started)
+                return result
+
+        object.__setattr__(self, "get_access_token_now", method)  # then a plain lookup
+        return method
+
 
 class InstrumentedProvider(_Proxy):
     _operations = PROVIDER_OPERATIONS

@@ -23,7 +23,7 @@ Decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +46,7 @@ from mcp_oauthd.observability.tracing import traced
 from mcp_oauthd.security.crypto import constant_time_equals
 from mcp_oauthd.service.context import Services
 from mcp_oauthd.service.jwt import is_jwt_shaped
-from mcp_oauthd.storage.base import AccessTokenRecord
+from mcp_oauthd.storage.base import AccessTokenRecord, Storage
 
 log = structlog.get_logger("mcp_oauthd.introspect")
 
@@ -138,20 +138,39 @@ class ResourceServers:
 
 
 async def find_access_token(
-    services: Services, token: str, resource: ResourceConfig, now: float
+    services: Services,
+    token: str,
+    resource: ResourceConfig,
+    now: float,
+    lookup_now: Callable[[str], AccessTokenRecord | None] | None = None,
 ) -> AccessTokenRecord | None:
     """The live access token ``token`` if its audience is ``resource``; at most one
-    storage lookup, none for values that cannot be our access tokens."""
+    storage lookup, none for values that cannot be our access tokens. ``lookup_now``: the
+    storage's synchronous lookup where it has one (:func:`access_lookup_now`)."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     if not (token.startswith(ACCESS_PREFIX) or is_jwt_shaped(token)):
         return None  # refresh tokens, codes, upstream tokens, garbage
-    record = await services.storage.get_access_token(token_hash(token))
+    if lookup_now is not None:
+        record = lookup_now(token_hash(token))
+    else:
+        record = await services.storage.get_access_token(token_hash(token))
     if record is None or record.expires_at <= now:
         return None
     if not _same_resource(record.resource, resource.uri):
         return None
     return record
+
+
+def access_lookup_now(storage: Storage) -> Callable[[str], AccessTokenRecord | None] | None:
+    """The storage's synchronous access-token lookup (``ReadsAccessTokensNow``), or None
+    when it has none (Redis: the lookup is a network round trip)."""
+    lookup: Callable[[str], AccessTokenRecord | None] | None
+    try:
+        lookup = storage.get_access_token_now  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+    return lookup
 
 
 @dataclass(frozen=True)
@@ -236,6 +255,8 @@ class IntrospectionService:
     def __init__(self, services: Services) -> None:
         self.s = services
         self._servers = (services.config, ResourceServers(services.config))
+        # Resolved once: the storage object lives as long as the services.
+        self._lookup_now = access_lookup_now(services.storage)
 
     @property
     def resource_servers(self) -> ResourceServers:
@@ -273,7 +294,7 @@ class IntrospectionService:
             raise InvalidRequest("token is required")
         # RFC 7662 §2.1: token_type_hint is optional and may be ignored; we route by shape.
         now = self.s.now()
-        record = await find_access_token(self.s, token, resource, now)
+        record = await find_access_token(self.s, token, resource, now, self._lookup_now)
         if record is None:
             # RFC 7662 §2.2: nothing but "active" for a token that is not active.
             return {"active": False}
@@ -322,7 +343,9 @@ class IntrospectionService:
                 www_authenticate=bearer_challenge(resource, advertised),
             )
             raise error
-        record = await find_access_token(self.s, match.group(1), resource, self.s.now())
+        record = await find_access_token(
+            self.s, match.group(1), resource, self.s.now(), self._lookup_now
+        )
         if record is None:
             raise InvalidToken(
                 "the access token is invalid, expired, revoked or for another resource",

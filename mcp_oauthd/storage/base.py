@@ -357,3 +357,14 @@ class Storage(Protocol):
         how many were deleted. Runs in the background, concurrently with everything
         else, possibly in several replicas at once; it must never delete a live record
         nor block the hot path for long (work in batches)."""
+
+
+@runtime_checkable
+class ReadsAccessTokensNow(Protocol):
+    """An optional capability: backends that need no I/O to look up an access token (memory,
+    and SQLite's event-loop reader) also answer synchronously. The introspection and
+    ``/auth/verify`` hot path then runs no coroutine for its one lookup. The answer must
+    be exactly ``get_access_token``'s, from the same state, at the same moment."""
+
+    def get_access_token_now(self, token_hash: str) -> AccessTokenRecord | None:
+        """``get_access_token``, synchronously."""

@@ -726,6 +726,11 @@ class MemoryStorage:
         entry = self._access.get(_key(token_hash))
         return None if entry is None else _access_record(token_hash, entry)
 
+    def get_access_token_now(self, token_hash: str) -> AccessTokenRecord | None:
+        """``get_access_token`` without a coroutine (``ReadsAccessTokensNow``)."""
+        entry = self._access.get(_key(token_hash))
+        return None if entry is None else _access_record(token_hash, entry)
+
     async def get_access_token_by_jti(self, jti: str) -> AccessTokenRecord | None:
         if self._jti is None:
             # Dict order is storage order, so a (never expected) shared jti names the

@@ -38,6 +38,7 @@ from mcp_oauthd.storage.base import (
     ConsumeStatus,
     GrantRecord,
     GrantRevoked,
+    ReadsAccessTokensNow,
     RefreshTokenRecord,
     RotateResult,
     RotateStatus,
@@ -574,6 +575,24 @@ class StorageConformance:
         assert await storage.delete_access_token(access.token_hash) is False
         assert await storage.get_refresh_token(refresh.token_hash) == refresh
         assert await storage.get_grant(grant.grant_id) == grant
+
+    async def test_the_synchronous_access_lookup_answers_exactly_as_the_async_one(
+        self, storage: Storage
+    ) -> None:
+        """``ReadsAccessTokensNow`` is optional; where a backend offers it, introspection
+        uses it, so it must follow every change the async lookup follows."""
+        if not isinstance(storage, ReadsAccessTokensNow):
+            pytest.skip(f"{storage.name} has no synchronous access lookup")
+        grant, access, refresh = await create_full_grant(storage)
+        assert storage.get_access_token_now(access.token_hash) == access
+        assert storage.get_access_token_now("0" * 64) is None
+        _, rotated_access, _ = await rotate(storage, refresh, grant, now=NOW + 1, grace=0)
+        assert storage.get_access_token_now(rotated_access.token_hash) == rotated_access
+        assert await storage.delete_access_token(access.token_hash) is True
+        assert storage.get_access_token_now(access.token_hash) is None
+        await storage.revoke_grant(grant.grant_id, NOW + 2)
+        assert storage.get_access_token_now(rotated_access.token_hash) is None
+        assert await storage.get_access_token(rotated_access.token_hash) is None
 
     # ----------------------------------------------------------------- refresh rotation
     async def test_rotating_a_live_refresh_token_stores_the_new_tokens(

@@ -11,6 +11,8 @@ from aiohttp.web_urldispatcher import UrlDispatcher
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mcp_oauthd.app import create_app
+from mcp_oauthd.storage.base import AccessTokenRecord
+from mcp_oauthd.storage.memory import MemoryStorage
 from mcp_oauthd.testing.daemon import running
 from tests.conftest import base_config, free_port
 from tests.observability.conftest import parse_metrics, value
@@ -174,3 +176,51 @@ async def test_with_tracing_on_hot_requests_take_the_normal_way_and_are_traced(
     names = [span.name for span in exporter.get_finished_spans()]
     assert "POST /oauth/introspect" in names
     assert "introspect" in names
+
+
+class CountingStorage(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sync_lookups = 0
+        self.async_lookups = 0
+
+    def get_access_token_now(self, token_hash: str) -> AccessTokenRecord | None:
+        self.sync_lookups += 1
+        return super().get_access_token_now(token_hash)
+
+    async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None:
+        self.async_lookups += 1
+        return await super().get_access_token(token_hash)
+
+
+async def test_the_lookup_is_synchronous_where_the_backend_offers_it_and_still_measured(
+    rs_factory: Any,
+) -> None:
+    storage = CountingStorage()
+    rs: RsDaemon = await rs_factory(storage=storage)
+    tokens = await rs.tokens(scope="files:read")
+    before = parse_metrics(await (await rs.http.get(rs.url + "/metrics")).text())
+    status, body, _ = await rs.introspect(tokens["access_token"])
+    assert (status, body["active"]) == (200, True)
+    assert (await rs.verify(tokens["access_token"]))[0] == 200
+    assert (storage.sync_lookups, storage.async_lookups) == (2, 0)
+    after = parse_metrics(await (await rs.http.get(rs.url + "/metrics")).text())
+    name, labels = "storage_operations_total", {"operation": "get_access_token", "result": "ok"}
+    assert value(after, name, **labels) - value(before, name, **labels) == 2
+
+
+async def test_with_tracing_on_the_lookup_is_the_async_one_with_its_span(
+    http: aiohttp.ClientSession,
+) -> None:
+    exporter = InMemorySpanExporter()
+    storage = CountingStorage()
+    port = free_port()
+    config = base_config(port, resources=resources())
+    app = create_app(config, storage=storage, span_exporter=exporter)
+    async with running(app, port) as url:
+        auth = aiohttp.BasicAuth("files-rs", SECRETS["files-rs"])
+        token = "mcpat_" + "A" * 43
+        async with http.post(url + "/oauth/introspect", data={"token": token}, auth=auth) as resp:
+            assert await resp.json() == {"active": False}
+    assert (storage.sync_lookups, storage.async_lookups) == (0, 1)
+    assert "storage.get_access_token" in [s.name for s in exporter.get_finished_spans()]
