@@ -723,8 +723,7 @@ class MemoryStorage:
         return self._revoke(grant_id, now)
 
     async def get_access_token(self, token_hash: str) -> AccessTokenRecord | None:
-        entry = self._access.get(_key(token_hash))
-        return None if entry is None else _access_record(token_hash, entry)
+        return self.get_access_token_now(token_hash)
 
     def get_access_token_now(self, token_hash: str) -> AccessTokenRecord | None:
         """``get_access_token`` without a coroutine (``ReadsAccessTokensNow``)."""
