@@ -145,9 +145,10 @@ class Pipeline:
     hot lane the resource servers' per-request checks take (:meth:`lane`)."""
 
     middleware: Middleware
-    #: ``run(request, handler, route)``: the pipeline around ``handler``; ``route`` keys
-    #: the metrics labels (the matched route, or the path for the hot lane).
-    run: Callable[[web.Request, Handler, object], Awaitable[web.StreamResponse]]
+    #: ``run(request, handler, route, hot)``: the pipeline around ``handler``; ``route``
+    #: keys the metrics labels (the matched route, or the path for the hot lane); ``hot``:
+    #: a resource server's per-request check (kept out of the access log unless asked).
+    run: Callable[[web.Request, Handler, object, bool], Awaitable[web.StreamResponse]]
     tracing: bool
 
     def lane(self, routes: Mapping[tuple[str, str], Handler]) -> LaneWrapper:
@@ -174,7 +175,7 @@ class Pipeline:
                 if handler is None or EXPECT in request.headers:
                     return await normal(request)
                 # The app's request factory made it: a web.Request, without a match.
-                return await run(cast(web.Request, request), handler, path)
+                return await run(cast(web.Request, request), handler, path, True)
 
             return handle
 
@@ -210,7 +211,7 @@ def pipeline(
     async def rendered(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if rate_limits is not None:
-                await rate_limits.check(request, services.now())
+                await rate_limits.check(request, now())
             return await handler(request)
         except Exception as exc:
             response = render_error(request, exc, pages, html_paths)
@@ -218,7 +219,12 @@ def pipeline(
                 raise
             return response
 
-    async def run(request: web.Request, handler: Handler, route: object) -> web.StreamResponse:
+    # Bound once: the clock object lives as long as the services (it is never replaced).
+    now = services.clock.now
+
+    async def run(
+        request: web.Request, handler: Handler, route: object, hot: bool
+    ) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-ID")
         request_id = (
             incoming if incoming is not None and _REQUEST_ID.match(incoming) else _new_request_id()
@@ -239,7 +245,7 @@ def pipeline(
             else:  # `rendered` inlined: one coroutine frame less on every request
                 try:
                     if rate_limits is not None:
-                        rule = rate_limits.take(request, services.now())
+                        rule = rate_limits.take(request, now())
                         if rule is not None:
                             await rate_limits.check_shared(request, rule)
                     response = await handler(request)
@@ -265,7 +271,7 @@ def pipeline(
                 observe(route, request, status, elapsed)
             logging_config = services.config.logging
             if logging_config.access_log and (
-                status >= 400 or logging_config.access_log_hot_paths or not _is_hot(request.path)
+                status >= 400 or not hot or logging_config.access_log_hot_paths
             ):
                 access_log.info(
                     "request",
@@ -277,6 +283,6 @@ def pipeline(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await run(request, handler, request.match_info.route)
+        return await run(request, handler, request.match_info.route, _is_hot(request.path))
 
     return Pipeline(middleware=middleware, run=run, tracing=tracing is not None)
