@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from argon2 import PasswordHasher
 
 from mcp_oauthd.config.models import Config
@@ -92,3 +94,16 @@ ConfigFactory = Callable[..., Config]
 
 # Daemon fixtures (a real mcp-oauthd on a loopback port) for every test folder.
 pytest_plugins = ["tests.daemon", "tests.processes"]
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Leave the process-wide logging set-up as the test found it (tests that configure
+    logging use it: ``pytestmark = pytest.mark.usefixtures("restore_logging")``)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

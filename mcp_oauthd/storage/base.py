@@ -16,7 +16,7 @@ expiry; the service decides what "expired" means. ``gc(now)`` deletes what has e
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -357,6 +357,22 @@ class Storage(Protocol):
         how many were deleted. Runs in the background, concurrently with everything
         else, possibly in several replicas at once; it must never delete a live record
         nor block the hot path for long (work in batches)."""
+
+
+R = TypeVar("R", bound="Record")
+
+
+def trusted_record(cls: type[R], fields_set: frozenset[str], values: dict[str, Any]) -> R:
+    """A record of values that were validated when they were first stored (a backend's
+    reads only): the attributes pydantic's ``model_construct`` sets, without its per-field
+    loop or validation. ``values`` holds every field, in declaration order, with the types
+    validation gives (a backend checks that before trusting a stored row)."""
+    record = object.__new__(cls)
+    object.__setattr__(record, "__dict__", values)
+    object.__setattr__(record, "__pydantic_fields_set__", set(fields_set))
+    object.__setattr__(record, "__pydantic_extra__", None)
+    object.__setattr__(record, "__pydantic_private__", None)
+    return record
 
 
 @runtime_checkable

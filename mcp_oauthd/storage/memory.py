@@ -62,6 +62,7 @@ from .base import (
     RotateStatus,
     SigningKeyRecord,
     StorageError,
+    trusted_record,
 )
 
 #: How long a tombstone for a never-created grant id is kept (see ``revoke_grant``).
@@ -140,15 +141,8 @@ def _hex(key: Key) -> str:
 
 
 # ----------------------------------------------------------------------------- records
-def _record(cls: type[R], fields: frozenset[str], values: dict[str, Any]) -> R:
-    """A record of values validated when they were first stored: the attributes pydantic's
-    ``model_construct`` sets, without its per-field loop (``values`` in field order)."""
-    record = _new(cls)
-    _setattr(record, "__dict__", values)
-    _setattr(record, "__pydantic_fields_set__", set(fields))
-    _setattr(record, "__pydantic_extra__", None)
-    _setattr(record, "__pydantic_private__", None)
-    return record
+# A record of values validated when they were first stored (``values`` in field order).
+_record = trusted_record
 
 
 def _rotated(status: RotateStatus, successor: str | None, grant_id: str | None) -> RotateResult:

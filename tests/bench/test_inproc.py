@@ -5,14 +5,15 @@ valgrind here, and no timing value is asserted beyond being positive."""
 from __future__ import annotations
 
 import io
-import logging
 import shutil
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from bench import inproc
+
+# Each test configures logging (process-wide): leave it as it was found.
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 
 CALLGRIND_OUT = """\
 # callgrind format
@@ -33,18 +34,6 @@ fn=(1) _PyEval_EvalFrameDefault
 0 120
 totals: 353865303
 """
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    # A run configures the daemon's logging (process-wide); leave it as it was found.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
 
 
 @pytest.mark.parametrize(

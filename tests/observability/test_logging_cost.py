@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,23 +28,15 @@ from mcp_oauthd.observability.logging import (
 )
 from mcp_oauthd.security.audit import Auditor
 
+# Each test configures logging (process-wide): leave it as it was found.
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 # The definition the fast paths must agree with.
 AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|DPoP)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
 def reference_scrub(text: str) -> str:
     return AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
 
 
 class RecordingStream:
