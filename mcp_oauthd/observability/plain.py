@@ -41,6 +41,9 @@ class PlainCounter(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self.values: dict[tuple[str, ...], float] = {}
+        if not self.labelnames:
+            # As prometheus-client's unlabelled counter: one series, 0 from the start.
+            self.values[()] = 0.0
         registry.register(self)
 
     def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:

@@ -55,3 +55,13 @@ def test_a_plain_counter_and_gauge_render_like_the_library_ones() -> None:
     library_gauge.inc()
     assert _samples(ours) == _samples(theirs)
     assert counter.value(("/a", "200")) == 2
+
+
+def test_an_unlabelled_plain_counter_shows_zero_from_the_start_like_the_library_one() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    counter = PlainCounter("codes_exchanged", "Codes exchanged.", [], ours)
+    library = Counter("codes_exchanged", "Codes exchanged.", registry=theirs)
+    assert _samples(ours) == _samples(theirs)
+    counter.inc(())
+    library.inc()
+    assert _samples(ours) == _samples(theirs)
