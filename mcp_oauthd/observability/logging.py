@@ -34,6 +34,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import IO, Any
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from structlog.contextvars import merge_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -220,6 +221,10 @@ def redact_credentials(logger: WrappedLogger, method_name: str, event_dict: Even
 
 def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: the current OpenTelemetry span's trace and span id, if any."""
+    if not otel_context.get_current():
+        # An empty OpenTelemetry context holds no span (tracing off, or a line outside any
+        # span: the usual case), and this one check spares the span lookup on every line.
+        return event_dict
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         event_dict["trace_id"] = trace.format_trace_id(context.trace_id)
