@@ -134,7 +134,10 @@ def _worker_main(config: Config, worker: int, config_path: Path | None) -> None:
         # The same one line the CLI prints for a single process (never a traceback: a
         # storage error's message is written to carry no secrets); the master logs the
         # exit status.
-        print(f"mcp-oauthd: worker {worker}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # One write (print() makes two when stderr is unbuffered): the workers share the
+        # stream, and a pipe keeps a single small write whole.
+        sys.stderr.write(f"mcp-oauthd: worker {worker}: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
         sys.exit(1)
 
 

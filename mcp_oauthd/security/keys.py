@@ -40,24 +40,39 @@ def state_dir(config: Config) -> Path | None:
     return Path.cwd()
 
 
+def _read(path: Path) -> dict[str, str]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a key file")
+    return {str(k): str(v) for k, v in data.items()}
+
+
 def _load_or_create(path: Path) -> dict[str, str]:
     if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a key file")
-        return {str(k): str(v) for k, v in data.items()}
+        return _read(path)
     data = {
         "encryption_key_id": "generated-1",
         "encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "cookie_secret": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     }
-    # O_EXCL: when several workers start at once, exactly one writes; the others read it.
+    # Written whole under a private name, then linked into place. link() fails when the
+    # file exists, so when several workers start at once exactly one key file wins and
+    # the others read it; nobody ever reads a half-written one (with O_EXCL on the file
+    # itself, a worker could read it empty before its creator had written it, and fail
+    # to start).
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _load_or_create(path)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return _read(path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return data
 
 
