@@ -57,12 +57,7 @@ async def check(
         limiter = request.app[keys.RATE_LIMITER]
     decision = await limiter.hit(f"{limiter_name}:{key}", limit, services.now())
     if not decision.allowed:
-        refuse(request, limiter_name, decision)
-
-
-def refuse(request: web.Request, limiter_name: str, decision: Decision) -> NoReturn:
-    services = request.app[keys.SERVICES]
-    refuse_for(services, request, limiter_name, decision)
+        refuse_for(services, request, limiter_name, decision)
 
 
 def refuse_for(

@@ -131,6 +131,7 @@ class CliResult:
 
     @property
     def json(self) -> Any:
+        assert self.out, f"exit {self.code}, nothing on stdout; stderr: {self.err!r}"
         return json.loads(self.out)
 
 
