@@ -20,7 +20,7 @@ CALLGRIND_OUT = """\
 version: 1
 creator: callgrind-3.19.0
 pid: 11344
-cmd:  /work/main/.venv/bin/python -m bench.inproc introspect
+cmd:  python -m bench.inproc introspect
 part: 1
 
 desc: I1 cache:
