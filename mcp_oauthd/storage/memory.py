@@ -141,13 +141,11 @@ def _hex(key: Key) -> str:
 
 
 # ----------------------------------------------------------------------------- records
-# A record of values validated when they were first stored (``values`` in field order).
-_record = trusted_record
 
 
 def _rotated(status: RotateStatus, successor: str | None, grant_id: str | None) -> RotateResult:
     # Validating the result would cost more than the rotation itself.
-    return _record(
+    return trusted_record(
         RotateResult,
         _ROTATE_FIELDS,
         {"status": status, "successor": successor, "grant_id": grant_id},
@@ -200,7 +198,7 @@ class _Grant:
     def record(self) -> GrantRecord:
         who = self.who
         created_at, expires_at = _PAIR.unpack_from(self.blob)
-        return _record(
+        return trusted_record(
             GrantRecord,
             _GRANT_FIELDS,
             {
@@ -226,7 +224,7 @@ RefreshEntry = _Grant | LooseRefresh
 
 
 def _access_record(token_hash: str, entry: AccessEntry) -> AccessTokenRecord:
-    # The introspection hot path: ``_record`` inlined.
+    # The introspection hot path: ``trusted_record`` inlined.
     if isinstance(entry, _Grant):
         blob = entry.blob
         issued_at, expires_at = _PAIR.unpack_from(blob, _ACCESS_AT)
@@ -267,7 +265,7 @@ def _refresh_record(token_hash: str, entry: RefreshEntry) -> RefreshTokenRecord:
     else:
         values = entry
     grant_id, client_id, scopes, issued_at, expires_at, rotated_at, successor = values
-    return _record(
+    return trusted_record(
         RefreshTokenRecord,
         _REFRESH_FIELDS,
         {

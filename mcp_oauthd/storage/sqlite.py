@@ -301,11 +301,6 @@ def _parse(text: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
     return None
 
 
-# A record of already-validated values (every field, in declaration order; all fields
-# count as set, as they do when pydantic validates a row that holds them all).
-_construct = trusted_record
-
-
 def _decode_access(text: str) -> AccessTokenRecord:
     """An access token's row: the introspection hot path (``_parse`` inlined)."""
     try:
@@ -318,7 +313,7 @@ def _decode_access(text: str) -> AccessTokenRecord:
         and type(values["issued_at"]) is float
         and type(values["expires_at"]) is float
     ):
-        return _construct(AccessTokenRecord, _ACCESS_FIELDS, values)
+        return trusted_record(AccessTokenRecord, _ACCESS_FIELDS, values)
     return AccessTokenRecord.model_validate_json(text)
 
 
@@ -330,7 +325,7 @@ def _decode_refresh(text: str) -> RefreshTokenRecord:
         and type(values["expires_at"]) is float
         and type(values["rotated_at"]) in _FLOAT_OR_NONE
     ):
-        return _construct(RefreshTokenRecord, _REFRESH_FIELDS, values)
+        return trusted_record(RefreshTokenRecord, _REFRESH_FIELDS, values)
     return RefreshTokenRecord.model_validate_json(text)
 
 
@@ -343,7 +338,7 @@ def _decode_grant(text: str) -> GrantRecord:
         and type(values["upstream_expires_at"]) in _FLOAT_OR_NONE
         and type(values["revoked_at"]) in _FLOAT_OR_NONE
     ):
-        return _construct(GrantRecord, _GRANT_FIELDS, values)
+        return trusted_record(GrantRecord, _GRANT_FIELDS, values)
     return GrantRecord.model_validate_json(text)
 
 
@@ -357,7 +352,7 @@ def _decode_client(text: str) -> ClientRecord:
         and kind in _CLIENT_KINDS
     ):
         values["kind"] = _CLIENT_KINDS[kind]  # validation makes the enum member
-        return _construct(ClientRecord, _CLIENT_FIELDS, values)
+        return trusted_record(ClientRecord, _CLIENT_FIELDS, values)
     return ClientRecord.model_validate_json(text)
 
 

@@ -39,11 +39,8 @@ pytestmark = needs_redis
 
 
 @pytest.fixture
-async def storage(prefix: str) -> AsyncIterator[RedisStorage]:
-    backend = make_storage(prefix)
-    await backend.open()
-    yield backend
-    await backend.close()
+def storage(redis_storage: RedisStorage) -> RedisStorage:
+    return redis_storage
 
 
 @pytest.fixture
