@@ -163,9 +163,8 @@ def create_app(
     discovery.add_routes(app, config, as_meta)
     registration.add_routes(app, prefix, registrations)
     browser.add_routes(app, prefix)
-    api.add_routes(app, prefix)
-    hot = resource.add_routes(app, prefix, IntrospectionService(services))
-    app[keys.HOT_LANE] = requests.lane(hot)
+    hot = api.add_routes(app, prefix)
+    hot.update(resource.add_routes(app, prefix, IntrospectionService(services)))
     openapi.add_routes(app, config)
     static_dir = Path(__file__).parent / "http" / "static"
     app.router.add_static(prefix + STATIC_PATH, static_dir, append_version=False)
@@ -263,5 +262,9 @@ def create_app(
 
         app.cleanup_ctx.append(tracing_ctx)
     # Last: CORS picks routes by path prefix, so it must see every route (http/cors.py).
-    setup_cors(app, config)
+    with_cors = setup_cors(app, config)
+    # A route with CORS keeps the normal way: aiohttp-cors answers through the router.
+    app[keys.HOT_LANE] = requests.lane(
+        {route: handler for route, handler in hot.items() if route[1] not in with_cors}
+    )
     return app

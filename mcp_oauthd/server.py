@@ -98,7 +98,7 @@ async def serve(
     )
     await runner.setup()
     assert runner.server is not None
-    install_hot_lane(app, runner.server)  # introspection and /auth/verify skip the router
+    install_hot_lane(app, runner.server)  # the hot routes skip the router (http/middleware)
     sock = _listen(config, reuse_port)
     site = web.SockSite(runner, sock, shutdown_timeout=config.server.shutdown_timeout)
     await site.start()

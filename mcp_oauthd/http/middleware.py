@@ -156,13 +156,15 @@ class Pipeline:
         handler) run the same pipeline without aiohttp's router and middleware chain.
 
         Introspection and ``/auth/verify`` are one request per request to every protected
-        MCP server; routing them through ``Application._handle`` (URL resolution, the
-        middleware chain aiohttp builds around every handler, the per-app wrapper it adds)
-        cost ~29k of the ~400k instructions of such a request (bench/README.md). Their
-        paths are exact strings, and their handlers read nothing from ``request.app`` or
-        ``request.match_info``; every other request, and any with ``Expect`` (100-continue
-        is the app's business), takes the normal way. With tracing on, everything takes the
-        normal way (the span wraps the pipeline there)."""
+        MCP server, and the token endpoint one per access-token lifetime of every client;
+        routing them through ``Application._handle`` (URL resolution, the middleware chain
+        aiohttp builds around every handler, the per-app wrapper it adds) cost ~29k of the
+        ~400k instructions of an introspection (bench/README.md). Their paths are exact
+        strings, and their handlers read nothing from ``request.app`` or
+        ``request.match_info`` (a route with CORS is left out by the caller: aiohttp-cors
+        works through the router). Every other request, and any with ``Expect``
+        (100-continue is the app's business), takes the normal way. With tracing on,
+        everything takes the normal way (the span wraps the pipeline there)."""
         run = self.run
 
         def wrap(normal: RequestHandlerFn) -> RequestHandlerFn:
@@ -175,7 +177,7 @@ class Pipeline:
                 if handler is None or EXPECT in request.headers:
                     return await normal(request)
                 # The app's request factory made it: a web.Request, without a match.
-                return await run(cast(web.Request, request), handler, path, True)
+                return await run(cast(web.Request, request), handler, path, _is_hot(path))
 
             return handle
 

@@ -15,7 +15,7 @@ async def running(app: web.Application, port: int, host: str = "127.0.0.1") -> A
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
     await runner.setup()
     assert runner.server is not None
-    install_hot_lane(app, runner.server)  # introspection and /auth/verify skip the router
+    install_hot_lane(app, runner.server)  # the hot routes skip the router (http/middleware)
     site = web.TCPSite(runner, host, port)
     await site.start()
     try:

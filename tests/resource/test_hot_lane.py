@@ -3,6 +3,8 @@ router and middleware chain, and answer exactly as the normal way would."""
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import aiohttp
@@ -11,6 +13,8 @@ from aiohttp.web_urldispatcher import UrlDispatcher
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mcp_oauthd.app import create_app
+from mcp_oauthd.config.models import LoggingConfig
+from mcp_oauthd.observability.logging import configure_logging
 from mcp_oauthd.storage.base import AccessTokenRecord
 from mcp_oauthd.storage.memory import MemoryStorage
 from mcp_oauthd.testing.daemon import running
@@ -48,6 +52,47 @@ async def test_introspection_and_verify_skip_the_router_and_other_paths_do_not(
     async with rs.http.get(rs.url + "/.well-known/oauth-authorization-server") as resp:
         assert resp.status == 200
     assert resolved == ["/.well-known/oauth-authorization-server"]
+
+
+async def _refresh(
+    rs: RsDaemon, refresh_token: str, headers: dict[str, str] | None = None
+) -> tuple[int, Any, Any]:
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "cli"}
+    async with rs.http.post(rs.url + "/oauth/token", data=form, headers=headers) as resp:
+        return resp.status, await resp.json(), resp.headers
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_the_token_endpoint_takes_the_lane_and_is_access_logged(
+    rs: RsDaemon, resolved: list[str]
+) -> None:
+    tokens = await rs.tokens(scope="files:read")
+    resolved.clear()
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(format="json"), stream=stream)
+    status, body, headers = await _refresh(rs, tokens["refresh_token"])
+    assert status == 200 and body["refresh_token"] != tokens["refresh_token"]
+    assert resolved == []
+    assert headers["Cache-Control"] == "no-store" and "X-Request-ID" in headers
+    # Unlike introspection, a token request is not a per-request check: it is logged.
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [(line["path"], line["status"]) for line in lines if line["event"] == "request"]
+    assert access == [("/oauth/token", 200)]
+
+
+async def test_with_cors_the_token_endpoint_keeps_the_router_and_its_cors_headers(
+    rs_factory: Any, resolved: list[str]
+) -> None:
+    origin = "http://localhost:6274"
+    rs: RsDaemon = await rs_factory(cors={"allowed_origins": [origin]})
+    tokens = await rs.tokens(scope="files:read")
+    resolved.clear()
+    status, _, headers = await _refresh(rs, tokens["refresh_token"], {"Origin": origin})
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == origin
+    assert resolved == ["/oauth/token"]
+    await rs.introspect(tokens["access_token"])  # never CORS: still on the lane
+    assert resolved == ["/oauth/token"]
 
 
 async def test_the_lane_answers_with_the_pipelines_headers(rs: RsDaemon) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pytest
 
@@ -192,3 +194,26 @@ async def test_introspection_without_a_token_parameter_is_invalid_request(rs: Rs
     async with rs.http.post(rs.url + "/oauth/introspect", data={"x": "1"}, auth=auth) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"] == "invalid_request"
+
+
+async def test_introspection_refuses_a_repeated_token_parameter(rs: RsDaemon) -> None:
+    tokens = await rs.tokens(scope="files:read")
+    body = f"token={tokens['access_token']}&token=other".encode()
+    basic = aiohttp.BasicAuth("files-rs", SECRETS["files-rs"]).encode()
+    status, answer = await _post_form(
+        rs.http, rs.url + "/oauth/introspect", body, Authorization=basic
+    )
+    assert (status, answer["error"]) == (400, "invalid_request")
+    status, answer = await _post_form(
+        rs.http,
+        rs.url + "/oauth/introspect",
+        f"token={tokens['access_token']}".encode(),
+        Authorization=basic,
+    )
+    assert (status, answer["active"]) == (200, True)
+
+
+async def _post_form(http: aiohttp.ClientSession, url: str, body: bytes, **headers: str) -> Any:
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **headers}
+    async with http.post(url, data=body, headers=headers) as resp:
+        return resp.status, await resp.json()
