@@ -27,6 +27,7 @@ a client id only with ``observability.metrics.expose_client_ids`` and only for s
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from prometheus_client import (
 from mcp_oauthd import __version__
 from mcp_oauthd.clock import Clock
 from mcp_oauthd.observability.plain import PlainCounter, PlainGauge, PlainHistogram
-from mcp_oauthd.storage.base import ClientKind, Storage, StorageError
+from mcp_oauthd.storage.base import ClientKind, CountsForGauges, Storage, StorageError
 
 __all__ = [
     "AUDIT_COUNTERS",
@@ -504,22 +505,19 @@ class Metrics:
             try:
                 # Bounded: a slow store must not make the scrape itself time out.
                 async with asyncio.timeout(GAUGE_REFRESH_TIMEOUT):
-                    grants = await self._storage.list_grants()
-                    clients = await self._storage.list_clients()
+                    active, stored = await _gauge_counts(self._storage, now)
             except (StorageError, TimeoutError) as exc:
                 self.gauge_refresh_failures.inc()
                 log.warning("metrics gauges not refreshed", error=type(exc).__name__)
                 return
-            self.active_grants.set(
-                sum(1 for g in grants if g.revoked_at is None and g.expires_at > now)
-            )
+            self.active_grants.set(active)
             by_kind = {kind.value: 0 for kind in ClientKind}
+            for kind, count in stored.items():
+                if kind is not ClientKind.STATIC:  # the config's count stands for these
+                    by_kind[kind.value] = count
             by_kind[ClientKind.STATIC.value] = self._static_count
-            for client in clients:
-                if client.kind is not ClientKind.STATIC:
-                    by_kind[client.kind.value] = by_kind.get(client.kind.value, 0) + 1
-            for kind, count in by_kind.items():
-                self.clients.labels(kind).set(count)
+            for kind_label, count in by_kind.items():
+                self.clients.labels(kind_label).set(count)
             self._last_refresh = now
             self.gauges_refreshed.set(now)
 
@@ -527,6 +525,17 @@ class Metrics:
         return self._last_refresh is None or now - self._last_refresh >= (
             self.gauge_refresh_interval
         )
+
+
+async def _gauge_counts(storage: Storage, now: float) -> tuple[int, dict[ClientKind, int]]:
+    """(live grants, stored clients by kind): counted by the backend where it can
+    (``CountsForGauges``), otherwise from its listings, a record per grant."""
+    if isinstance(storage, CountsForGauges):
+        return await storage.count_live_grants(now), await storage.count_clients_by_kind()
+    grants = await storage.list_grants()
+    clients = await storage.list_clients()
+    active = sum(1 for g in grants if g.revoked_at is None and g.expires_at > now)
+    return active, dict(collections.Counter(client.kind for client in clients))
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -376,6 +376,22 @@ def trusted_record(cls: type[R], fields_set: frozenset[str], values: dict[str, A
 
 
 @runtime_checkable
+class CountsForGauges(Protocol):
+    """An optional capability: the counts the metrics gauges show, without a record per
+    grant. Counting by ``list_grants`` built every record: with 100,000 grants a recount
+    stalled the event loop for 0.27 s (memory) or held the GIL for 1.4 s (SQLite,
+    bench/README.md). The answers must equal what the listings give, from the same state."""
+
+    async def count_live_grants(self, now: float) -> int:
+        """How many grants are neither revoked nor expired at ``now``: the number of
+        ``list_grants()`` records with ``expires_at > now``."""
+
+    async def count_clients_by_kind(self) -> dict[ClientKind, int]:
+        """How many stored clients there are of each kind (a kind with none may be left
+        out): what counting ``list_clients()`` by ``kind`` gives."""
+
+
+@runtime_checkable
 class ReadsAccessTokensNow(Protocol):
     """An optional capability: backends that need no I/O to look up an access token (memory,
     and SQLite's event-loop reader) also answer synchronously. The introspection and

@@ -41,6 +41,7 @@ import json
 import operator
 import struct
 import sys
+from collections import Counter
 from collections.abc import Hashable
 from typing import Any, Final, TypeVar
 
@@ -49,6 +50,7 @@ from mcp_oauthd.plugins import StoragePlugin
 
 from .base import (
     AccessTokenRecord,
+    ClientKind,
     ClientRecord,
     CodeRecord,
     ConsentRecord,
@@ -700,6 +702,16 @@ class MemoryStorage:
             if collecting:
                 gc.enable()
         return found
+
+    async def count_live_grants(self, now: float) -> int:
+        """``CountsForGauges``: the packed times are read in place, no record is built."""
+        unpack = _PAIR.unpack_from
+        return sum(
+            1 for g in self._grants.values() if g.revoked_at is None and unpack(g.blob)[1] > now
+        )
+
+    async def count_clients_by_kind(self) -> dict[ClientKind, int]:
+        return dict(Counter(client.kind for client in self._clients.values()))
 
     async def update_grant_upstream(
         self, grant_id: str, upstream: str | None, upstream_expires_at: float | None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +37,7 @@ from mcp_oauthd.storage.base import (
     CodeRecord,
     ConsentRecord,
     ConsumeStatus,
+    CountsForGauges,
     GrantRecord,
     GrantRevoked,
     ReadsAccessTokensNow,
@@ -536,6 +538,36 @@ class StorageConformance:
         assert ids(await storage.list_grants(subject="alice", client_id="c1")) == ids([alice_1])
         assert await storage.list_grants(subject="carol") == []
         assert await storage.list_grants(subject="alice", client_id="c2") == [alice_2]
+
+    async def test_the_gauge_counts_equal_what_the_listings_give(self, storage: Storage) -> None:
+        """``CountsForGauges`` is optional; where a backend offers it, the metrics gauges
+        use it instead of the listings, so it must count exactly what they list."""
+        if not isinstance(storage, CountsForGauges):
+            pytest.skip(f"{storage.name} counts for the gauges from its listings")
+        assert await storage.count_live_grants(NOW) == 0
+        assert not any((await storage.count_clients_by_kind()).values())
+        for grant in (make_grant(), make_grant(subject="bob"), make_grant(ttl=HOUR)):
+            await create_full_grant(storage, grant)
+        dead, _, _ = await create_full_grant(storage)
+        await storage.revoke_grant(dead.grant_id, NOW)
+        for kind in (ClientKind.DYNAMIC, ClientKind.DYNAMIC, ClientKind.CIMD, ClientKind.STATIC):
+            await storage.put_client(make_client(kind=kind))
+
+        for now in (NOW, NOW + HOUR - 1, NOW + HOUR, NOW + 31 * DAY):
+            listed = [g for g in await storage.list_grants() if g.expires_at > now]
+            assert await storage.count_live_grants(now) == len(listed), now
+        assert await storage.count_live_grants(NOW + HOUR) == 2
+        listed_kinds = Counter(c.kind for c in await storage.list_clients())
+        counted = {k: n for k, n in (await storage.count_clients_by_kind()).items() if n}
+        assert (
+            counted
+            == dict(listed_kinds)
+            == {
+                ClientKind.DYNAMIC: 2,
+                ClientKind.CIMD: 1,
+                ClientKind.STATIC: 1,
+            }
+        )
 
     async def test_update_grant_upstream_replaces_the_upstream_token_set(
         self, storage: Storage

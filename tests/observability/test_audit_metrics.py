@@ -11,8 +11,14 @@ from mcp_oauthd.observability.instrumented import InstrumentedProvider, Instrume
 from mcp_oauthd.observability.metrics import AUDIT_COUNTERS, Metrics
 from mcp_oauthd.providers.base import UpstreamError
 from mcp_oauthd.security.audit import Auditor
-from mcp_oauthd.storage.base import StorageUnavailable
+from mcp_oauthd.storage.base import ClientKind, StorageUnavailable
 from mcp_oauthd.storage.memory import MemoryStorage
+from mcp_oauthd.testing.storage_conformance import (
+    NOW,
+    create_full_grant,
+    make_client,
+    make_grant,
+)
 from tests.observability.conftest import parse_metrics, value
 
 
@@ -158,9 +164,7 @@ async def test_a_failing_gauge_recount_keeps_the_old_values_and_is_counted() -> 
     from mcp_oauthd.clock import FakeClock
 
     class Down(MemoryStorage):
-        async def list_grants(
-            self, subject: str | None = None, client_id: str | None = None
-        ) -> Any:
+        async def count_live_grants(self, now: float) -> int:
             raise StorageUnavailable("down")
 
     metrics = Metrics(process_metrics=False)
@@ -169,3 +173,67 @@ async def test_a_failing_gauge_recount_keeps_the_old_values_and_is_counted() -> 
     m = samples(metrics)
     assert value(m, "oauth_gauge_refresh_failures_total") == 1
     assert value(m, "oauth_clients", kind="static") == 0  # never counted yet
+
+
+class ListingsOnly:
+    """A storage without ``CountsForGauges`` (as Redis and plugged-in backends may be)."""
+
+    def __init__(self, inner: MemoryStorage) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("count_live_grants", "count_clients_by_kind"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def _stored_state() -> MemoryStorage:
+    storage = MemoryStorage()
+    await create_full_grant(storage, make_grant(now=NOW))
+    await create_full_grant(storage, make_grant(now=NOW, ttl=60))
+    await storage.put_client(make_client(kind=ClientKind.DYNAMIC))
+    await storage.put_client(make_client(kind=ClientKind.CIMD))
+    return storage
+
+
+async def test_the_gauges_are_counted_by_the_backend_without_listing_every_grant() -> None:
+    from mcp_oauthd.clock import FakeClock
+
+    class Counting(MemoryStorage):
+        async def list_grants(
+            self, subject: str | None = None, client_id: str | None = None
+        ) -> Any:
+            raise AssertionError("listed every grant to count them")
+
+        async def list_clients(self) -> Any:
+            raise AssertionError("listed every client to count them")
+
+    storage = Counting()
+    await create_full_grant(storage, make_grant(now=NOW))
+    await create_full_grant(storage, make_grant(now=NOW, ttl=60))
+    await storage.put_client(make_client(kind=ClientKind.DYNAMIC))
+    metrics = Metrics(process_metrics=False)
+    metrics.bind_state(storage=storage, clock=FakeClock(NOW + 61), static_clients=2)
+    await metrics.refresh_gauges()
+    m = samples(metrics)
+    assert value(m, "oauth_active_grants") == 1
+    assert value(m, "oauth_clients", kind="dynamic") == 1
+    assert value(m, "oauth_clients", kind="cimd") == 0
+    assert value(m, "oauth_clients", kind="static") == 2
+    assert value(m, "oauth_gauge_refresh_failures_total") == 0
+
+
+async def test_a_backend_without_counts_gets_the_same_gauges_from_its_listings() -> None:
+    from mcp_oauthd.clock import FakeClock
+
+    gauges = []
+    for storage in (await _stored_state(), ListingsOnly(await _stored_state())):
+        metrics = Metrics(process_metrics=False)
+        metrics.bind_state(storage=storage, clock=FakeClock(NOW + 61), static_clients=2)  # type: ignore[arg-type]
+        await metrics.refresh_gauges()
+        m = samples(metrics)
+        gauges.append(
+            [value(m, "oauth_active_grants")]
+            + [value(m, "oauth_clients", kind=kind) for kind in ("static", "dynamic", "cimd")]
+        )
+    assert gauges[0] == gauges[1] == [1, 2, 1, 1]
