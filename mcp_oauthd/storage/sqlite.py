@@ -1298,17 +1298,33 @@ class SqliteStorage:
 
     # ----------------------------------------------------------------- housekeeping
     async def gc(self, now: float) -> int:
-        return await self._run(self._gc_sync, now)
+        """Delete what expired, in transactions of at most ``GC_BATCH`` rows of a kind.
 
-    def _gc_sync(self, now: float) -> int:
+        One transaction for everything held the file's write lock for as long as the
+        deletions took, seconds with a large backlog: every write of every worker waited
+        (the loop writer's go to the executor, which was busy with this very gc). Each
+        batch is its own executor call, so writes queued meanwhile run between batches.
+        """
+        removed = 0
+        while True:
+            count, done = await self._run(self._gc_batch_sync, now, GC_BATCH)
+            removed += count
+            if done:
+                return removed
+
+    def _gc_batch_sync(self, now: float, limit: int) -> tuple[int, bool]:
+        """One gc transaction: each kind in ``_GC_ORDER``, at most ``limit`` of its rows;
+        (rows removed, whether nothing expired is left). Stops after the first kind with
+        more than ``limit`` to go: the next batch starts over (finished kinds cost an
+        empty index range)."""
         with self._write() as conn:
             removed = 0
             expired_clients = [
                 r[0]
                 for r in conn.execute(
                     "SELECT client_id FROM clients WHERE expires_at IS NOT NULL "
-                    "AND expires_at <= ?",
-                    (now,),
+                    "AND expires_at <= ? LIMIT ?",
+                    (now, limit),
                 ).fetchall()
             ]
             for client_id in expired_clients:
@@ -1316,22 +1332,57 @@ class SqliteStorage:
                     "DELETE FROM clients WHERE client_id = ?", (client_id,)
                 ).rowcount
                 removed += self._revoke_client_grants(conn, client_id, now)
-            for statement in _GC_STATEMENTS:
-                removed += conn.execute(statement, (now,)).rowcount
-        return removed
+            if len(expired_clients) == limit:
+                return removed, False
+            for statements in _GC_ORDER:
+                counts = [conn.execute(sql, (now, limit)).rowcount for sql in statements]
+                removed += sum(counts)
+                if counts[-1] == limit:  # the kind's own rows (its tokens go first)
+                    return removed, False
+        return removed, True
 
 
-#: Run in order: tokens of expired grants go before their grants (foreign keys).
-_GC_STATEMENTS: Sequence[str] = (
-    "DELETE FROM codes WHERE expires_at <= ?",
-    "DELETE FROM access_tokens WHERE expires_at <= ?1 "
-    "OR grant_id IN (SELECT grant_id FROM grants WHERE expires_at <= ?1)",
-    "DELETE FROM refresh_tokens WHERE expires_at <= ?1 "
-    "OR grant_id IN (SELECT grant_id FROM grants WHERE expires_at <= ?1)",
-    "DELETE FROM grants WHERE expires_at <= ?",
-    "DELETE FROM grant_tombstones WHERE expires_at <= ?",
-    "DELETE FROM consents WHERE expires_at <= ?",
-    "DELETE FROM ephemeral WHERE expires_at <= ?",
+#: Rows of one kind deleted per gc transaction (``SqliteStorage.gc``).
+GC_BATCH = 2000
+
+
+#: The gc statements (parameters: now, limit), by kind, in order; each deletes the
+#: ``limit`` rows that expired first. A grant's tokens are deleted with it, in its batch,
+#: before it (foreign keys): a token written for an expired grant between two batches
+#: cannot make its grant's deletion fail.
+_GC_ORDER: Sequence[tuple[str, ...]] = (
+    (
+        "DELETE FROM codes WHERE rowid IN (SELECT rowid FROM codes "
+        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    ),
+    (
+        "DELETE FROM access_tokens WHERE rowid IN (SELECT rowid FROM access_tokens "
+        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    ),
+    (
+        "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens "
+        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    ),
+    (
+        "DELETE FROM access_tokens WHERE grant_id IN (SELECT grant_id FROM grants "
+        "WHERE expires_at <= ?1 ORDER BY expires_at, rowid LIMIT ?2)",
+        "DELETE FROM refresh_tokens WHERE grant_id IN (SELECT grant_id FROM grants "
+        "WHERE expires_at <= ?1 ORDER BY expires_at, rowid LIMIT ?2)",
+        "DELETE FROM grants WHERE grant_id IN (SELECT grant_id FROM grants "
+        "WHERE expires_at <= ?1 ORDER BY expires_at, rowid LIMIT ?2)",
+    ),
+    (
+        "DELETE FROM grant_tombstones WHERE rowid IN (SELECT rowid FROM grant_tombstones "
+        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    ),
+    (
+        "DELETE FROM consents WHERE rowid IN (SELECT rowid FROM consents "
+        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    ),
+    (
+        "DELETE FROM ephemeral WHERE rowid IN (SELECT rowid FROM ephemeral "
+        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    ),
 )
 
 

@@ -5,6 +5,7 @@ and checkpoints kept off the loop."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import sqlite3
@@ -474,3 +475,72 @@ async def test_processes_rotating_the_same_tokens_concurrently_rotate_each_once(
     for i in range(len(families)):
         statuses = sorted(results[i] for results in per_worker)
         assert statuses == ["grace", "grace", "grace", "rotated"], statuses
+
+
+# --------------------------------------------------------------------------- batched gc
+@pytest.fixture
+def gc_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """gc in batches of 3 rows of a kind; the rows each gc transaction removed."""
+    monkeypatch.setattr(sqlite_module, "GC_BATCH", 3)
+    removed: list[int] = []
+    original = SqliteStorage._gc_batch_sync
+
+    def counting(self: SqliteStorage, now: float, limit: int) -> tuple[int, bool]:
+        count, done = original(self, now, limit)
+        removed.append(count)
+        return count, done
+
+    monkeypatch.setattr(SqliteStorage, "_gc_batch_sync", counting)
+    return removed
+
+
+async def test_gc_removes_a_backlog_in_small_transactions_and_keeps_what_lives(
+    storage: SqliteStorage, gc_batches: list[int]
+) -> None:
+    dead = [await create_full_grant(storage, make_grant(ttl=60)) for _ in range(7)]
+    live_grant, live_access, live_refresh = await create_full_grant(storage)
+    for index in range(5):
+        await storage.put_ephemeral("flow", f"k{index}", {"i": index}, NOW + 10)
+    # Each dead grant: the grant and its two tokens; plus the five flow entries.
+    assert await storage.gc(NOW + 61) == 7 * 3 + 5
+    # Three grants (each with its two tokens) a batch; then the last grant and three of
+    # the flow entries; then the rest.
+    assert gc_batches == [9, 9, 3 + 3, 2]
+    for grant, access, refresh in dead:
+        assert await storage.get_grant(grant.grant_id) is None
+        assert await storage.get_access_token(access.token_hash) is None
+        assert await storage.get_refresh_token(refresh.token_hash) is None
+    assert await storage.get_grant(live_grant.grant_id) == live_grant
+    assert await storage.get_access_token(live_access.token_hash) == live_access
+    assert await storage.get_refresh_token(live_refresh.token_hash) == live_refresh
+    assert await storage.gc(NOW + 61) == 0
+
+
+async def test_a_write_issued_during_a_gc_run_lands_between_its_batches(
+    storage: SqliteStorage, gc_batches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(9):
+        await create_full_grant(storage, make_grant(ttl=60))
+    loop = asyncio.get_running_loop()
+    events: list[str] = []
+    written: list[concurrent.futures.Future[None]] = []
+    counting = SqliteStorage._gc_batch_sync
+
+    async def write() -> None:
+        await storage.put_ephemeral("flow", "during", {"v": 1}, NOW + 3600)
+        events.append("write")
+
+    def batch(self: SqliteStorage, now: float, limit: int) -> tuple[int, bool]:
+        events.append("batch")
+        result = counting(self, now, limit)
+        if len(events) == 1:  # a request writes while the first batch runs
+            written.append(asyncio.run_coroutine_threadsafe(write(), loop))
+        return result
+
+    monkeypatch.setattr(SqliteStorage, "_gc_batch_sync", batch)
+    assert await storage.gc(NOW + 61) == 27
+    await asyncio.wrap_future(written[0])
+    assert gc_batches == [9, 9, 9, 0]  # three grants (and their tokens) a batch
+    # The write did not wait for the whole run: it went in before the last batches.
+    assert events.index("write") < 3
+    assert await storage.get_ephemeral("flow", "during", NOW) == {"v": 1}
