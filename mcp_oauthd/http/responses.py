@@ -51,8 +51,11 @@ def json_response(
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
 ) -> web.Response:
+    prepared: CIMultiDict[str]
     if headers is NO_STORE and content_type is None:
-        prepared = _BASE_NO_STORE.copy()  # the hot paths: no merging at all
+        # The hot paths: no merging at all, and no copy either (web.Response makes the
+        # response's own header multidict from what it is given).
+        prepared = _BASE_NO_STORE
     else:
         prepared = _BASE.copy()
         if content_type is not None:

@@ -4,6 +4,7 @@ page's "Allow" button is exactly what an attacker would overlay. Every response 
 
 from __future__ import annotations
 
+from mcp_oauthd.http.responses import NO_STORE, SECURITY_HEADERS, json_response
 from mcp_oauthd.oauth.pkce import new_pair
 from tests.daemon import Daemon
 from tests.security.support import walk_flow_recording
@@ -42,3 +43,16 @@ async def test_our_pages_run_no_script_at_all(daemon: Daemon) -> None:
         csp = hop.headers["Content-Security-Policy"]
         assert "script-src" not in csp and "default-src 'none'" in csp
         assert "<script" not in hop.text.lower()
+
+
+def test_json_responses_never_share_their_header_set() -> None:
+    """The prepared header set of the hot paths is handed to aiohttp as it is: each
+    response must still get its own copy, or one request's headers would leak into
+    every later answer."""
+    first = json_response({"active": True}, headers=NO_STORE)
+    first.headers["X-Request-ID"] = "first"
+    second = json_response({"active": False}, headers=NO_STORE)
+    assert "X-Request-ID" not in second.headers
+    assert second.headers["Cache-Control"] == "no-store"
+    for name, value in SECURITY_HEADERS:
+        assert second.headers[name] == value
