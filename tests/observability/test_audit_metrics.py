@@ -43,6 +43,39 @@ def test_each_known_audit_event_moves_its_named_counter(event: str) -> None:
     assert value(m, "oauth_audit_events_total", event=event) == 1
 
 
+@pytest.mark.parametrize("event", sorted(AUDIT_COUNTERS))
+def test_repeated_events_keep_counting_on_the_same_series(event: str) -> None:
+    """The second and later events of a name may take a remembered path: it must count
+    exactly as the first did."""
+    auditor, metrics = audited()
+    for _ in range(3):
+        auditor.emit(event, client_id="cli")
+    m = samples(metrics)
+    for rule in AUDIT_COUNTERS[event]:
+        assert value(m, rule.metric + "_total", **dict(rule.fixed)) == 3, rule
+    assert value(m, "oauth_audit_events_total", event=event) == 3
+
+
+def test_events_whose_labels_come_from_fields_are_counted_by_each_events_fields() -> None:
+    auditor, metrics = audited()
+    auditor.emit("token.revoked", client_id="cli", kind="access")
+    auditor.emit("token.revoked", client_id="cli", kind="refresh")
+    auditor.emit("token.revoked", client_id="cli", kind="refresh")
+    m = samples(metrics)
+    assert value(m, "oauth_revocations_total", token_kind="access") == 1
+    assert value(m, "oauth_revocations_total", token_kind="refresh") == 2
+
+
+def test_with_client_ids_exposed_repeated_events_are_counted_per_client() -> None:
+    auditor, metrics = audited(static_client_ids=["cli", "other"], expose_client_ids=True)
+    auditor.emit("token.refreshed", client_id="cli")
+    auditor.emit("token.refreshed", client_id="other")
+    auditor.emit("token.refreshed", client_id="other")
+    m = samples(metrics)
+    assert value(m, "oauth_refreshes_total", result="rotated", client_id="cli") == 1
+    assert value(m, "oauth_refreshes_total", result="rotated", client_id="other") == 2
+
+
 def test_an_unknown_event_still_counts_under_its_name() -> None:
     auditor, metrics = audited()
     auditor.emit("introspection.refused", client_id="cli")
