@@ -379,7 +379,7 @@ def trusted_record(cls: type[R], fields_set: frozenset[str], values: dict[str, A
 class CountsForGauges(Protocol):
     """An optional capability: the counts the metrics gauges show, without a record per
     grant. Counting by ``list_grants`` built every record: with 100,000 grants a recount
-    stalled the event loop for 0.27 s (memory) or held the GIL for 1.4 s (SQLite,
+    stalled the event loop for 0.26 s (memory) or held the GIL for 1.3 s (SQLite,
     bench/README.md). The answers must equal what the listings give, from the same state."""
 
     async def count_live_grants(self, now: float) -> int:

@@ -1314,9 +1314,9 @@ class SqliteStorage:
 
     def _gc_batch_sync(self, now: float, limit: int) -> tuple[int, bool]:
         """One gc transaction: each kind in ``_GC_ORDER``, at most ``limit`` of its rows;
-        (rows removed, whether nothing expired is left). Stops after the first kind with
-        more than ``limit`` to go: the next batch starts over (finished kinds cost an
-        empty index range)."""
+        (rows removed, whether nothing expired is left). Stops after the first kind that
+        used its whole ``limit``: the next batch starts over (finished kinds cost an empty
+        index range)."""
         with self._write() as conn:
             removed = 0
             expired_clients = [
