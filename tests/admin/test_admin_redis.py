@@ -3,15 +3,14 @@ deleted afterwards). Needs Redis at 127.0.0.1:6379; skipped with a reason otherw
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from mcp_oauthd.testing.redis_server import redis_answers
 from tests.admin.conftest import LiveDaemon
+from tests.storage.redis_support import delete_prefix, new_prefix
 
 URL = "redis://127.0.0.1:6379/0"
 DAY = 86400.0
@@ -23,14 +22,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 async def daemon(start_daemon: Any) -> AsyncIterator[LiveDaemon]:
-    prefix = f"mcp-oauthd-test:{uuid.uuid4().hex}:"
+    prefix = new_prefix()
     yield await start_daemon({"type": "redis", "url": URL, "key_prefix": prefix})
-    client = aioredis.Redis.from_url(URL)
-    try:
-        async for key in client.scan_iter(match=prefix + "*", count=500):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    await delete_prefix(URL, prefix)
 
 
 async def test_an_operator_revokes_a_users_grants_in_redis_while_a_replica_serves(

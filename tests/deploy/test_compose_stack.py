@@ -9,7 +9,6 @@ Redis key prefix, the published port. Skipped without nginx or Redis."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import aiohttp
 import httpx2
 import pytest
-import redis.asyncio as aioredis
 from mcp.client.auth.oauth2 import OAuthClientProvider
 
 from mcp_oauthd.app import create_app
@@ -28,6 +26,7 @@ from mcp_oauthd.testing.redis_server import redis_answers
 from tests.conftest import free_port
 from tests.mcp_sdk.support import BrowserUser, MemoryTokenStorage, client_metadata, serve_starlette
 from tests.resource.examples import call_whoami, load_python_example, nginx_binary, running_nginx
+from tests.storage.redis_support import delete_prefix, new_prefix
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -55,7 +54,7 @@ class ComposeStack:
 async def stack(tmp_path: Path) -> AsyncIterator[ComposeStack]:
     port, daemon_port, mcp_port, metrics_port = (free_port() for _ in range(4))
     url = f"http://127.0.0.1:{port}"
-    prefix = f"mcp-oauthd-test:{uuid.uuid4().hex}:"
+    prefix = new_prefix()
 
     config_text = (DEPLOY / "compose" / "mcp-oauthd.yaml").read_text()
     config_text = swap(
@@ -105,12 +104,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[ComposeStack]:
         ):
             yield ComposeStack(url, config_path, environ)
     finally:
-        client = aioredis.Redis.from_url(REDIS)
-        try:
-            async for key in client.scan_iter(match=prefix + "*", count=500):
-                await client.delete(key)
-        finally:
-            await client.aclose()
+        await delete_prefix(REDIS, prefix)
 
 
 async def test_the_compose_stack_registers_logs_in_and_calls_a_tool_through_nginx(
