@@ -31,8 +31,10 @@ import re
 import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
+import orjson
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -274,22 +276,22 @@ def _json_default(obj: Any) -> Any:
 
 
 def _make_json_encoder() -> Callable[[Any], str]:
-    """The text of structlog's ``JSONRenderer()``, i.e. ``json.dumps(obj, default=...)``,
-    whose non-default ``default`` builds a new JSONEncoder, and a new C encoder inside it,
-    on every line. Here the C encoder is built once. It is made without a circular
-    reference check (its memo is shared by every line): scrub_value has copied every
-    container of a line down to 4 levels, and a cycle deeper than that is still refused,
-    as a RecursionError instead of a ValueError."""
+    """The fallback of :func:`_render_json`: ``json.dumps(obj, default=_json_default,
+    separators=(",", ":"))`` (ASCII only), with the C encoder built once rather than per
+    line (a non-default ``default`` makes ``json.dumps`` build a new one on every call).
+    It is made without a circular reference check (its memo would be shared by every
+    line): scrub_value has copied every container of a line down to 4 levels, and a cycle
+    deeper than that is still refused, as a RecursionError instead of a ValueError."""
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # no C accelerator in this Python
-        return json.JSONEncoder(default=_json_default).encode
+        return json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
     iterencode = c_make_encoder(
         None,  # markers: no circular reference check (above)
         _json_default,  # default
         json.encoder.encode_basestring_ascii,  # ensure_ascii=True
         None,  # indent
-        ": ",  # key separator
-        ", ",  # item separator
+        ":",  # key separator
+        ",",  # item separator
         False,  # sort_keys
         False,  # skipkeys
         True,  # allow_nan
@@ -303,9 +305,38 @@ def _make_json_encoder() -> Callable[[Any], str]:
 
 _encode_json = _make_json_encoder()
 
+# A line is one line of printable ASCII, whatever its values hold, as the stdlib encoder
+# writes it: JSON escapes the C0 controls, and these escapes take care of DEL and all
+# that is not ASCII (U+2028 and U+2029 end a line for some readers, Python's
+# str.splitlines among them, and a stream need not be UTF-8).
+_NON_ASCII = re.compile(r"[^\x00-\x7e]")
+
+
+def _escape_non_ascii(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # RFC 8259 §7: a UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
 
 def _render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
-    return _encode_json(event_dict)
+    """The event as one compact JSON line of ASCII (``{"event":"request",...}``).
+
+    orjson renders it: the stdlib encoder's text cost ~19k instructions a line, a fifth
+    of an access-log line (bench/README.md). What orjson refuses (an integer beyond 64
+    bits, a key that is not a string, a number or None) goes to the stdlib encoder,
+    which gives the same text for what both accept; objects neither knows are rendered
+    by ``__structlog__()``, else ``repr``, as structlog's JSONRenderer does. NaN and the
+    infinities are written as ``null`` (RFC 8259 has no such numbers; jq refuses them)."""
+    try:
+        line = orjson.dumps(event_dict, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return _encode_json(event_dict)
+    text = line.decode()
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _NON_ASCII.sub(_escape_non_ascii, text)
 
 
 # Stdlib records of other libraries: what a structlog line gets, from the record.
@@ -354,17 +385,36 @@ class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.handleError(logging.makeLogRecord(record))
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where our loggers' lines go and how they are rendered: one per configuration."""
+
+    handler: _OurHandler
+    render: Processor
+    json_lines: bool
+
+
+# Our loggers are cached by structlog on first use (each proxy made at import time keeps
+# the bound logger it assembled): assembling one per call was ~11k instructions a line.
+# A cached logger must still follow every later configuration (SIGHUP, tests), so nothing
+# it holds depends on one: the stream and the renderer are read from `_route`, the level
+# from `_threshold`, on every line.
+_route: _Route | None = None
+_threshold = logging.INFO
+
+
 class _LineLogger:
-    """What our structlog loggers wrap: hands the rendered line to the handler."""
+    """What our structlog loggers wrap: hands the rendered line to the current handler."""
 
-    __slots__ = ("_handler", "name")
+    __slots__ = ("name",)
 
-    def __init__(self, name: str, handler: _OurHandler) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._handler = handler
 
     def msg(self, line: str) -> None:
-        self._handler.write_line(line)
+        route = _route
+        if route is not None:
+            route.handler.write_line(line)
 
     debug = info = warning = warn = error = critical = fatal = exception = log = msg
 
@@ -372,8 +422,7 @@ class _LineLogger:
 class _LineLoggerFactory:
     """structlog logger factory: one :class:`_LineLogger` per logger name."""
 
-    def __init__(self, handler: _OurHandler) -> None:
-        self._handler = handler
+    def __init__(self) -> None:
         self._loggers: dict[str, _LineLogger] = {}
         # structlog.get_logger() without a name: the calling module's, as the stdlib's
         # LoggerFactory finds it (past this module's frame).
@@ -383,43 +432,104 @@ class _LineLoggerFactory:
         name: str = args[0] if args else self._name_of_caller().name
         logger = self._loggers.get(name)
         if logger is None:  # names are the modules' constants: a small set
-            logger = self._loggers[name] = _LineLogger(name, self._handler)
+            logger = self._loggers[name] = _LineLogger(name)
         return logger
 
 
-def _line_processor(render: Processor, handler: _OurHandler, *, json_lines: bool) -> Processor:
+_LINE_LOGGERS = _LineLoggerFactory()
+
+
+def _interpolate(event: str, args: tuple[Any, ...]) -> str:
+    """``log.info("%s left", name)``, as structlog's filtering loggers interpolate."""
+    if not args:
+        return event
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        return event % args[0]
+    return event % args
+
+
+def _level_method(level: int, name: str) -> Callable[..., Any]:
+    def method(self: structlog.BoundLoggerBase, event: str, *args: Any, **kw: Any) -> Any:
+        if level < _threshold:  # below the configured level: no event dict is built
+            return None
+        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+
+    method.__name__ = name
+    return method
+
+
+def _async_method(sync: Callable[..., Any], name: str) -> Callable[..., Any]:
+    # structlog's async variants run the line in the executor; ours is one `write` under
+    # the handler's lock, which the sync methods already do on the loop.
+    async def method(self: structlog.BoundLoggerBase, event: str, *args: Any, **kw: Any) -> Any:
+        return sync(self, event, *args, **kw)
+
+    method.__name__ = name
+    return method
+
+
+class _BoundLogger(structlog.BoundLoggerBase):
+    """structlog's filtering bound logger (``make_filtering_bound_logger``), built on its
+    documented base for custom wrappers, with one difference: the level is read on every
+    call, so a logger cached under one configuration follows a new level."""
+
+    debug = _level_method(logging.DEBUG, "debug")
+    info = msg = _level_method(logging.INFO, "info")
+    warning = warn = _level_method(logging.WARNING, "warning")
+    error = _level_method(logging.ERROR, "error")
+    critical = fatal = _level_method(logging.CRITICAL, "critical")
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(event, *args, **kw)
+
+    def log(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        if level < _threshold:
+            return None
+        name = logging.getLevelName(level).lower()
+        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+
+    adebug = _async_method(debug, "adebug")
+    ainfo = amsg = _async_method(info, "ainfo")
+    awarning = awarn = _async_method(warning, "awarning")
+    aerror = _async_method(error, "aerror")
+    acritical = afatal = _async_method(critical, "acritical")
+    aexception = _async_method(exception, "aexception")
+
+
+_ADD_STACK = structlog.processors.StackInfoRenderer(additional_ignores=[__name__])
+
+
+def _process_line(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
     """The whole processor chain of our loggers as one function (each processor was a
     call per line): the same keys, in the same order, as the stdlib route gives."""
-    add_stack = structlog.processors.StackInfoRenderer(additional_ignores=[__name__])
-    format_exc_info = structlog.processors.format_exc_info
-
-    def process(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
-        try:
-            merge_contextvars(logger, method_name, event_dict)
-            event_dict.pop("color_message", None)
-            redact_credentials(logger, method_name, event_dict)
-            # Added after the redaction: hex ids, the method's level name (a filtering
-            # bound logger passes "error" for exception()), a module's logger name and
-            # the time hold nothing to scrub.
-            add_trace_context(logger, method_name, event_dict)
-            event_dict["level"] = method_name
-            event_dict["logger"] = logger.name
-            event_dict["timestamp"] = utc_timestamp()
-            if "stack_info" in event_dict:
-                add_stack(logger, method_name, event_dict)
-                if "stack" in event_dict:
-                    event_dict["stack"] = scrub_value(event_dict["stack"])
-            if json_lines and "exc_info" in event_dict:
-                # An exception's message may quote a header: scrubbed like any value.
-                format_exc_info(logger, method_name, event_dict)
-                if "exception" in event_dict:
-                    event_dict["exception"] = scrub_value(event_dict["exception"])
-            return render(logger, method_name, event_dict)
-        except Exception:  # as a stdlib handler does: report on stderr, never raise
-            handler.render_failed(str(getattr(logger, "name", "?")))
-            raise structlog.DropEvent from None
-
-    return process
+    route = _route
+    if route is None:  # only configure_logging installs this, after setting the route
+        raise structlog.DropEvent
+    try:
+        merge_contextvars(logger, method_name, event_dict)
+        event_dict.pop("color_message", None)
+        redact_credentials(logger, method_name, event_dict)
+        # Added after the redaction: hex ids, the method's level name (a filtering
+        # bound logger passes "error" for exception()), a module's logger name and
+        # the time hold nothing to scrub.
+        add_trace_context(logger, method_name, event_dict)
+        event_dict["level"] = method_name
+        event_dict["logger"] = logger.name
+        event_dict["timestamp"] = utc_timestamp()
+        if "stack_info" in event_dict:
+            _ADD_STACK(logger, method_name, event_dict)
+            if "stack" in event_dict:
+                event_dict["stack"] = scrub_value(event_dict["stack"])
+        if route.json_lines and "exc_info" in event_dict:
+            # An exception's message may quote a header: scrubbed like any value.
+            structlog.processors.format_exc_info(logger, method_name, event_dict)
+            if "exception" in event_dict:
+                event_dict["exception"] = scrub_value(event_dict["exception"])
+        return route.render(logger, method_name, event_dict)
+    except Exception:  # as a stdlib handler does: report on stderr, never raise
+        route.handler.render_failed(str(getattr(logger, "name", "?")))
+        raise structlog.DropEvent from None
 
 
 def _use_console(config: LoggingConfig, stream: IO[str]) -> bool:
@@ -457,16 +567,17 @@ def configure_logging(config: LoggingConfig, *, stream: IO[str] | None = None) -
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_FOREIGN_PRE_CHAIN, processors=final)
     )
 
+    global _route, _threshold
+    _route = _Route(handler=handler, render=renderer, json_lines=not console)
+    _threshold = level
     structlog.configure(
-        processors=[_line_processor(renderer, handler, json_lines=not console)],
-        logger_factory=_LineLoggerFactory(handler),
-        # Levels below the configured one are no-op methods: no event dict is even built.
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        processors=[_process_line],
+        logger_factory=_LINE_LOGGERS,
+        wrapper_class=_BoundLogger,
         context_class=dict,
-        # Modules hold lazy proxies from structlog.get_logger() made at import time; a
-        # cached logger would stay bound to the first configuration's stream and level
-        # (tests and SIGHUP configure again). Building one per call costs about 1 us.
-        cache_logger_on_first_use=False,
+        # Safe because nothing a cached logger holds depends on this configuration (see
+        # `_route`); loggers used before this call were not cached (structlog's default).
+        cache_logger_on_first_use=True,
     )
 
     root = logging.getLogger()

@@ -37,6 +37,15 @@ exec "$@"
 """
 
 
+def _event(line: str) -> object:
+    """The ``event`` of one JSON log line (None for any other line)."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return None
+    return parsed.get("event") if isinstance(parsed, dict) else None
+
+
 def _namespaces_allowed() -> bool:
     unshare = shutil.which("unshare")
     if unshare is None:
@@ -100,7 +109,7 @@ async def test_the_image_config_runs_a_login_on_a_read_only_root_and_drains(
             raw = await asyncio.wait_for(proc.stderr.readline(), 60)
             assert raw, f"the daemon stopped: {lines[-5:]}"
             lines.append(raw.decode(errors="replace"))
-            if '"event": "ready"' in lines[-1]:
+            if _event(lines[-1]) == "ready":
                 break
         tokens = await flow.tokens(
             http, issuer, username="demo", password="demo", client_id="demo-client"

@@ -127,6 +127,66 @@ def test_module_loggers_follow_each_new_configuration() -> None:
     assert [line["event"] for line in lines(second)] == ["two"]
 
 
+def test_a_cached_logger_follows_a_lower_level_as_well() -> None:
+    from mcp_oauthd.http.middleware import log  # a proxy made at import time
+
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging(LoggingConfig(level="warning", format="json"), stream=first)
+    log.info("dropped")
+    configure_logging(LoggingConfig(level="debug", format="json"), stream=second)
+    log.debug("written")
+    assert lines(first) == []
+    assert [(line["event"], line["level"]) for line in lines(second)] == [("written", "debug")]
+
+
+def test_a_module_logger_is_assembled_once_not_for_every_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[object] = []
+    original = obs_logging._BoundLogger.__init__
+
+    def counting(self: obs_logging._BoundLogger, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(obs_logging._BoundLogger, "__init__", counting)
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(format="json"), stream=stream)
+    log = structlog.get_logger("mcp_oauthd.once")
+    for status in (200, 201, 204):
+        log.info("request", status=status)
+    assert len(made) == 1
+    assert [line["status"] for line in lines(stream)] == [200, 201, 204]
+
+
+async def test_every_method_of_structlogs_filtering_loggers_is_there() -> None:
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(level="info", format="json"), stream=stream)
+    log = structlog.get_logger("mcp_oauthd.methods")
+    log.debug("no")
+    log.log(logging.DEBUG, "no")
+    log.msg("msg %s", "one")
+    log.log(logging.WARNING, "log %(n)s", {"n": 2})
+    log.warn("warn")
+    log.fatal("fatal")
+    await log.ainfo("ainfo")
+    await log.adebug("no")
+    try:
+        raise KeyError("k")
+    except KeyError:
+        await log.aexception("aexception")
+    got = [(line["event"], line["level"]) for line in lines(stream)]
+    assert got == [
+        ("msg one", "info"),
+        ("log 2", "warning"),
+        ("warn", "warning"),
+        ("fatal", "critical"),
+        ("ainfo", "info"),
+        ("aexception", "error"),
+    ]
+    assert "KeyError" in lines(stream)[-1]["exception"]
+
+
 def test_stdlib_and_structlog_lines_keep_their_order_on_one_stream() -> None:
     stream = io.StringIO()
     configure_logging(LoggingConfig(format="json"), stream=stream)
@@ -150,22 +210,66 @@ def test_an_exception_is_rendered_and_scrubbed() -> None:
     assert "abc.def" not in stream.getvalue()
 
 
-def test_the_json_text_is_that_of_structlogs_renderer() -> None:
+def structlog_compact(event: dict[str, Any]) -> str:
+    """structlog's own JSONRenderer, with compact separators."""
+    rendered = structlog.processors.JSONRenderer(separators=(",", ":"))(None, "info", event)
+    assert isinstance(rendered, str)
+    return rendered
+
+
+def test_a_line_is_compact_ascii_json_as_structlogs_renderer_writes_it() -> None:
     class Custom:
         def __structlog__(self) -> str:
             return "custom"
 
+    marker = object()
     event = {
         "a": 1.5,
-        "b": float("nan"),
-        "c": '\u00e9\u2028\n"',
-        "d": [1, (2, 3), {"x": None, 5: True}],
+        "c": '\u00e9\u2028\n"\x1f\x7f\U0001f600',
+        "d": [1, (2, 3), {"x": None, 5: True, 2.5: False}],
         "e": Custom(),
-        "f": object(),
-        "g": 10**30,
+        "f": marker,
+        "neg": -(2**63),
     }
-    expected = structlog.processors.JSONRenderer()(None, "info", dict(event))
-    assert obs_logging._render_json(None, "info", dict(event)) == expected
+    line = obs_logging._render_json(None, "info", dict(event))
+    assert line == structlog_compact(dict(event))
+    assert line.isascii() and len(line.splitlines()) == 1
+    assert json.loads(line)["c"] == event["c"]
+    assert json.loads(line)["f"] == repr(marker)
+
+
+def test_what_orjson_refuses_is_rendered_by_the_stdlib_encoder() -> None:
+    event = {"big": 10**30, "c": "\u00e9"}
+    assert obs_logging._render_json(None, "info", dict(event)) == structlog_compact(event)
+
+
+def test_nan_and_infinity_are_written_as_null_which_strict_parsers_accept() -> None:
+    line = obs_logging._render_json(None, "info", {"a": float("nan"), "b": float("-inf")})
+    assert line == '{"a":null,"b":null}'
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=6))
+def test_every_line_is_one_line_of_ascii_with_the_values_of_structlogs_renderer(
+    event: dict[str, Any],
+) -> None:
+    line = obs_logging._render_json(None, "info", dict(event))
+    assert line.isascii()
+    assert len(line.splitlines()) == 1
+    assert json.loads(line) == json.loads(structlog_compact(dict(event)))
 
 
 # ------------------------------------------------------------------ same redaction
