@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +46,8 @@ FLOW_REDIRECT = "http://127.0.0.1:5555/callback"
 FLOW_LOGINS = 2
 #: Small state of the state-size comparison, and the access tokens it cycles through.
 SMALL_STATE = 1_000
+#: Runs on each side of a daemon-against-itself comparison (workers, state), alternated.
+ALTERNATIONS = 4
 
 
 @dataclass
@@ -537,23 +540,41 @@ class Bench:
                 self.stop(d.proc)
 
     # ------------------------------------------------------------------ extras
-    def intro_rps(self, d: Daemon, connections: int = TARGET_CONNECTIONS) -> tuple[float, float]:
-        """Opaque introspection req/s on ``d`` and the paired baseline req/s around it."""
+    def alternated_intro(self, daemons: list[Daemon]) -> list[list[float]]:
+        """Opaque introspection req/s on each of ``daemons`` in turn (A B A B ...),
+        ``ALTERNATIONS`` runs each of half the measurement time; one list per daemon.
+
+        For the comparisons of the daemon with itself (two workers vs one, more state vs
+        less): both sides are measured seconds apart, again and again, so a change in the
+        machine's speed (on this shared host it comes and goes within seconds) hits both
+        alike, and no baseline enters the ratio. Each side divided by a baseline of its
+        own let the baseline's noise in: in one run the daemon's req/s moved 2% between
+        the sides and the baselines around them 18%."""
         scenario = scenario_named(self.seed, "introspect-opaque")
-        self.sanity(d, scenario)
-        if self.opts.warmup > 0:
-            self.load(d.url, scenario, d.pools, connections=connections, duration=self.opts.warmup)
-
-        def run() -> wrk.WrkResult:
-            result, _ = self.load(
-                d.url, scenario, d.pools, connections=connections, duration=self.opts.duration
-            )
-            if result.errors:
-                self.note(f"{d.label}: {result.errors} errors {result.error_counts()}")
-            return result
-
-        result, baseline = self.paired(run, connections)
-        return result.rps, baseline
+        for d in daemons:
+            self.sanity(d, scenario)
+            if self.opts.warmup > 0:
+                self.load(
+                    d.url,
+                    scenario,
+                    d.pools,
+                    connections=TARGET_CONNECTIONS,
+                    duration=self.opts.warmup,
+                )
+        rps: list[list[float]] = [[] for _ in daemons]
+        for _ in range(ALTERNATIONS):
+            for side, d in zip(rps, daemons, strict=True):
+                result, _ = self.load(
+                    d.url,
+                    scenario,
+                    d.pools,
+                    connections=TARGET_CONNECTIONS,
+                    duration=max(1.0, self.opts.duration / 2),
+                )
+                if result.errors:
+                    self.note(f"{d.label}: {result.errors} errors {result.error_counts()}")
+                side.append(result.rps)
+        return rps
 
     def extra_startup(self) -> None:
         found = []
@@ -578,66 +599,76 @@ class Bench:
         self.extras["startup"] = found
 
     def extra_workers(self) -> None:
-        rps: dict[int, float] = {}
-        base: dict[int, float] = {}
-        for workers in (1, 2):
-            with self.daemon(
-                "sqlite",
-                f"workers-{workers}",
-                workers=workers,
-                grants=self.opts.access_pool,
-                access_pool=self.opts.access_pool,
-            ) as d:
-                rps[workers], base[workers] = self.intro_rps(d)
-                self.log(
-                    f"introspect-opaque sqlite, {workers} worker(s): {rps[workers]:.0f} req/s "
-                    f"(baseline {base[workers]:.0f})"
+        with contextlib.ExitStack() as stack:
+            daemons = [
+                stack.enter_context(
+                    self.daemon(
+                        "sqlite",
+                        f"workers-{workers}",
+                        workers=workers,
+                        grants=self.opts.access_pool,
+                        access_pool=self.opts.access_pool,
+                    )
                 )
+                for workers in (1, 2)
+            ]
+            one, two = self.alternated_intro(daemons)
+        rounds = compared(one, two)
+        self.log(
+            f"introspect-opaque sqlite, 1 vs 2 workers, {ALTERNATIONS} alternating runs: "
+            f"{statistics.median(one):.0f} -> {statistics.median(two):.0f} req/s "
+            f"(per pair {', '.join(f'{r:.2f}x' for r in rounds)})"
+        )
         self.extras["workers"] = {
             "scenario": "introspect-opaque",
             "connections": TARGET_CONNECTIONS,
-            "one": round(rps[1], 1),
-            "two": round(rps[2], 1),
-            "raw_ratio": round(rps[2] / rps[1], 3) if rps[1] else 0.0,
-            # Each side divided by the baseline measured around it: drift cancels out.
-            "ratio": round((rps[2] / base[2]) / (rps[1] / base[1]), 3) if rps[1] else 0.0,
+            "one": round(statistics.median(one), 1),
+            "two": round(statistics.median(two), 1),
+            "ratio": round(statistics.median(rounds), 3),
+            "rounds": [round(r, 3) for r in rounds],
         }
 
     def extra_state(self) -> None:
         found = []
         for backend in self.opts.state_backends:
-            rps: dict[int, float] = {}
-            base: dict[int, float] = {}
             large = self.opts.state_grants
-            for size in (SMALL_STATE, large):
-                try:
-                    with self.daemon(
-                        backend, f"state-{backend}-{size}", grants=size, access_pool=SMALL_STATE
-                    ) as d:
-                        if backend == "memory" and size == self.opts.rss_grants:
-                            self.record_rss(d, size)
-                        rps[size], base[size] = self.intro_rps(d)
-                        self.log(
-                            f"introspect-opaque {backend}, {size:,} grants: {rps[size]:.0f} "
-                            f"req/s (baseline {base[size]:.0f})"
+            try:
+                with contextlib.ExitStack() as stack:
+                    daemons = [
+                        stack.enter_context(
+                            self.daemon(
+                                backend,
+                                f"state-{backend}-{size}",
+                                grants=size,
+                                access_pool=SMALL_STATE,
+                            )
                         )
-                except SkipError as exc:
-                    self.note(str(exc))
-                    break
-            if len(rps) == 2:
-                found.append(
-                    {
-                        "backend": backend,
-                        "small": SMALL_STATE,
-                        "large": large,
-                        "small_rps": round(rps[SMALL_STATE], 1),
-                        "large_rps": round(rps[large], 1),
-                        "raw_ratio": round(rps[large] / rps[SMALL_STATE], 3),
-                        "ratio": round(
-                            (rps[large] / base[large]) / (rps[SMALL_STATE] / base[SMALL_STATE]), 3
-                        ),
-                    }
-                )
+                        for size in (SMALL_STATE, large)
+                    ]
+                    if backend == "memory" and large == self.opts.rss_grants:
+                        self.record_rss(daemons[1], large)
+                    small_rps, large_rps = self.alternated_intro(daemons)
+            except SkipError as exc:
+                self.note(str(exc))
+                continue
+            rounds = compared(small_rps, large_rps)
+            self.log(
+                f"introspect-opaque {backend}, {SMALL_STATE:,} vs {large:,} grants, "
+                f"{ALTERNATIONS} alternating runs: {statistics.median(small_rps):.0f} vs "
+                f"{statistics.median(large_rps):.0f} req/s "
+                f"(per pair {', '.join(f'{r:.2f}' for r in rounds)})"
+            )
+            found.append(
+                {
+                    "backend": backend,
+                    "small": SMALL_STATE,
+                    "large": large,
+                    "small_rps": round(statistics.median(small_rps), 1),
+                    "large_rps": round(statistics.median(large_rps), 1),
+                    "ratio": round(statistics.median(rounds), 3),
+                    "rounds": [round(r, 3) for r in rounds],
+                }
+            )
         self.extras["state"] = found
 
     def record_rss(self, d: Daemon, grants: int) -> None:
@@ -739,6 +770,11 @@ class Bench:
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "options": options,
         }
+
+
+def compared(before: list[float], after: list[float]) -> list[float]:
+    """Each run of ``after`` divided by the run of ``before`` just ahead of it."""
+    return [b / a if a else 0.0 for a, b in zip(before, after, strict=True)]
 
 
 def _measurement(

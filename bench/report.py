@@ -153,6 +153,15 @@ def format_table(
     return "\n".join(lines)
 
 
+def _alternations(extra: Mapping[str, Any], unit: str) -> str:
+    """How a daemon-against-itself ratio was found: the median of alternating pairs."""
+    rounds = extra.get("rounds") or []
+    if not rounds:
+        return ""
+    spread = f"{min(rounds):.2f}{unit}-{max(rounds):.2f}{unit}"
+    return f", median of {len(rounds)} alternating pairs ({spread})"
+
+
 def format_extras(extras: Mapping[str, Any]) -> str:
     """The extra measurements, one line each."""
     lines = []
@@ -162,15 +171,15 @@ def format_extras(extras: Mapping[str, Any]) -> str:
         lines.append(
             f"two sqlite workers vs one ({workers['scenario']}, c={workers['connections']}): "
             f"{workers['one']:.0f} -> {workers['two']:.0f} req/s, "
-            f"{workers['ratio']:.2f}x baseline-normalised ({workers.get('raw_ratio', 0):.2f}x "
-            f"raw) (target >= {WORKERS_TARGET}x) {verdict}"
+            f"{workers['ratio']:.2f}x{_alternations(workers, 'x')} "
+            f"(target >= {WORKERS_TARGET}x) {verdict}"
         )
     for state in extras.get("state", []):
         verdict = "PASS" if abs(1 - state["ratio"]) <= STATE_TOLERANCE else "FAIL"
         lines.append(
             f"introspection with {state['large']:,} vs {state['small']:,} grants "
             f"({state['backend']}): {state['large_rps']:.0f} vs {state['small_rps']:.0f} req/s, "
-            f"{state['ratio']:.2f} baseline-normalised ({state.get('raw_ratio', 0):.2f} raw) "
+            f"{state['ratio']:.2f}{_alternations(state, '')} "
             f"(target within {STATE_TOLERANCE:.0%}) {verdict}"
         )
     c10k = extras.get("c10k")

@@ -3,12 +3,16 @@ report, the daemon config, seeding. No wrk run here, and no timing is ever asser
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench import configs, lua, options, profiling, report, scenarios, seeding, wrk
+from bench import configs, harness, lua, options, profiling, report, scenarios, seeding, wrk
 from bench.report import Measurement
 from mcp_oauthd.config.models import Config
 from mcp_oauthd.oauth import pkce
@@ -250,9 +254,9 @@ def test_the_table_shows_baselines_ratios_targets_and_errors() -> None:
 def test_extras_are_reported_with_their_verdicts() -> None:
     extras = {
         "workers": {"scenario": "introspect-opaque", "connections": 64, "one": 1000.0,
-                    "two": 1700.0, "ratio": 1.7, "raw_ratio": 1.65},
+                    "two": 1700.0, "ratio": 1.7, "rounds": [1.6, 1.7, 1.75, 1.8]},
         "state": [{"backend": "sqlite", "small": 1000, "large": 1_000_000, "small_rps": 100.0,
-                   "large_rps": 90.0, "ratio": 0.9, "raw_ratio": 0.9}],
+                   "large_rps": 90.0, "ratio": 0.9, "rounds": [0.8, 0.9, 0.9, 0.95]}],
         "c10k": {"connections": 10_000, "scenario": "introspect-opaque", "backend": "memory",
                  "rps": 500.0, "p99_ms": 900.0, "errors": {"connect": 0}, "errors_total": 0},
         "rss": {"grants": 100_000, "rss_mb": 400.0, "empty_mb": 80.0, "bytes_per_grant": 3355.0},
@@ -260,8 +264,9 @@ def test_extras_are_reported_with_their_verdicts() -> None:
         "notes": ["something was skipped"],
     }  # fmt: skip
     text = report.format_extras(extras)
-    assert "1.70x" in text and "PASS" in text
+    assert "1.70x, median of 4 alternating pairs (1.60x-1.80x)" in text and "PASS" in text
     assert "1,000,000 vs 1,000 grants" in text
+    assert "0.90, median of 4 alternating pairs (0.80-0.95)" in text
     assert "10,000 concurrent connections" in text
     assert "400 MB" in text and "FAIL" in text
     assert "note: something was skipped" in text
@@ -445,3 +450,70 @@ def test_requests_past_a_used_up_pool_are_not_counted_as_daemon_errors() -> None
     )
     assert result.error_counts()["non_2xx"] == 6
     assert result.error_counts()["exhausted"] == 4
+
+
+# ----------------------------------------------------------------------------- comparisons
+class FakeDaemonBench(harness.Bench):
+    """The harness with daemons that are never started and loads that are never run:
+    each load answers the req/s the test scripted for that daemon, in order."""
+
+    def __init__(self, tmp: Path, rps: dict[str, list[float]]) -> None:
+        super().__init__(options.parse(["--warmup", "1s", "--duration", "4s"]), tmp)
+        self.scripted = rps
+        self.loads: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def daemon(self, backend: str, label: str, **kwargs: Any) -> Iterator[harness.Daemon]:
+        yield harness.Daemon(label, backend, "opaque", 1, label, None, Path(), {}, 0.0)  # type: ignore[arg-type]
+
+    def sanity(self, d: harness.Daemon, scenario: scenarios.Scenario) -> None:
+        pass
+
+    def load(
+        self,
+        url: str,
+        scenario: scenarios.Scenario,
+        pools: Path | None,
+        *,
+        connections: int,
+        duration: float,
+        **kw: Any,
+    ) -> tuple[wrk.WrkResult, int]:
+        self.loads.append((url, duration))
+        warm = duration == self.opts.warmup
+        rps = 1.0 if warm else self.scripted[url].pop(0)
+        return wrk.WrkResult(int(rps * duration), duration, 1, 1, 1, 1, 1), 0
+
+
+def test_two_workers_and_one_are_measured_in_alternation_and_compared_pair_by_pair(
+    tmp_path: Path,
+) -> None:
+    bench = FakeDaemonBench(
+        tmp_path, {"workers-1": [100, 200, 100, 100], "workers-2": [170, 160, 180, 150]}
+    )
+    bench.extra_workers()
+    assert bench.loads == [
+        ("workers-1", 1.0),
+        ("workers-2", 1.0),
+        # Each run half the measurement time: the comparison takes as long as two did.
+        *[(label, 2.0) for _ in range(4) for label in ("workers-1", "workers-2")],
+    ]
+    workers = bench.extras["workers"]
+    # Pairs 1.7, 0.8, 1.8, 1.5: the slow second run moved one pair, not the verdict.
+    assert workers["rounds"] == [1.7, 0.8, 1.8, 1.5]
+    assert workers["ratio"] == 1.6
+    assert (workers["one"], workers["two"]) == (100.0, 165.0)
+
+
+def test_more_state_and_less_are_measured_in_alternation_on_each_backend(
+    tmp_path: Path,
+) -> None:
+    small, large = "state-sqlite-1000", "state-sqlite-100000"
+    bench = FakeDaemonBench(tmp_path, {small: [100, 90, 110, 100], large: [95, 90, 99, 80]})
+    bench.opts = dataclasses.replace(bench.opts, state_backends=("sqlite",))
+    bench.extra_state()
+    [state] = bench.extras["state"]
+    assert [url for url, _ in bench.loads[2:]] == [small, large] * 4
+    assert state["rounds"] == [0.95, 1.0, 0.9, 0.8]
+    assert state["ratio"] == 0.925
+    assert state["large"] == 100_000
