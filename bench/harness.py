@@ -48,6 +48,9 @@ FLOW_LOGINS = 2
 SMALL_STATE = 1_000
 #: Runs on each side of a daemon-against-itself comparison (workers, state), alternated.
 ALTERNATIONS = 4
+#: Daemon runs of a measurement at the targets' connection count, each between two
+#: baseline runs (see ``Bench.paired``).
+PAIRS = 4
 
 
 @dataclass
@@ -353,43 +356,45 @@ class Bench:
                 start=offset,
             )
         for connections in self.opts.connections:
-            start = offset
 
-            def run(c: int = connections, start: int = start) -> wrk.WrkResult:
-                result, _ = self.load(
+            def run(start: int, duration: float, c: int = connections) -> tuple[wrk.WrkResult, int]:
+                return self.load(
                     d.url,
                     scenario,
                     d.pools,
                     connections=c,
-                    duration=self.opts.duration,
+                    duration=duration,
                     start=start,
                     pid=d.proc.pid if d.workers == 1 else None,
                 )
-                return result
 
             paired: float | None = None
+            pairs: list[float] | None = None
             if connections == TARGET_CONNECTIONS:
-                result, paired = self.paired(run, connections)
+                result, offset, paired, pairs = self.paired(run, connections, offset)
             else:
-                result = run()
-            if scenario.once:
-                offset = wrk.next_start(start, result)
+                result, offset = run(offset, self.opts.duration)
             note = ""
             if result.exhausted:
                 note = f"pool exhausted ({result.exhausted} requests): raise --pool"
-            m = _measurement(scenario.name, d.backend, connections, result, note, paired)
+            m = _measurement(scenario.name, d.backend, connections, result, note, paired, pairs)
             self.measurements.append(m)
-            ratio = report.ratio(m.rps, paired) if paired else None
+            ratio = report.ratio_of(m, {}) if paired else None
             cpu = ""
             if m.cpu_us is not None:
                 cpu = f"  cpu {m.cpu_us:.0f} us/req"
                 base_cpu = self.baseline_cpu_us(connections)
                 if base_cpu is not None:
                     cpu += f" (baseline {base_cpu:.0f}: cpu ratio {base_cpu / m.cpu_us:.2f})"
+            shown_pairs = f" [{' '.join(f'{r:.2f}' for r in pairs)}]" if pairs else ""
             self.log(
                 f"{scenario.name:<18} {d.backend:<7} c={connections:<4} {m.rps:8.0f} req/s "
                 f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms errors {m.error_total}"
-                + (f"  ratio {ratio:.2f} (baseline {paired:.0f})" if ratio is not None else "")
+                + (
+                    f"  ratio {ratio:.2f}{shown_pairs} (baseline {paired:.0f})"
+                    if ratio is not None and paired is not None
+                    else ""
+                )
                 + cpu
             )
         if scenario.name in self.opts.profile and d.backend == self.opts.profile_backend:
@@ -494,16 +499,37 @@ class Bench:
             )
 
     def paired(
-        self, run: Callable[[], wrk.WrkResult], connections: int
-    ) -> tuple[wrk.WrkResult, float]:
-        """``run()`` sandwiched between two baseline halves at the same connection count;
-        returns its result and the mean baseline req/s around it. A slow drift of the
-        machine's load then hits both sides of the ratio alike."""
-        half = max(1.0, self.opts.duration / 2)
-        before = self.baseline_load(connections, half)
-        result = run()
-        after = self.baseline_load(connections, half)
-        return result, (before.rps + after.rps) / 2
+        self,
+        run: Callable[[int, float], tuple[wrk.WrkResult, int]],
+        connections: int,
+        start: int,
+    ) -> tuple[wrk.WrkResult, int, float, list[float]]:
+        """The measurement at the targets' connection count, in ``PAIRS`` runs of the
+        daemon alternating with the baseline's: B D B D ... D B, each a ``PAIRS``th of the
+        measurement time (fewer, for a measurement shorter than ``PAIRS`` seconds).
+        Returns the daemon's runs as one result, the next pool start, the baselines' mean
+        req/s, and each run's req/s over the mean of the baseline runs on either side of
+        it (the reported ratio is their median).
+
+        Why: on this shared host the speed of the machine changes within seconds. Two
+        identical baseline servers measured 2 s apart, eight times, read 0.71 to 1.21 of
+        each other; one daemon run between two baseline halves (as before) inherited all
+        of that in its one ratio. The median of several pairs, each measured within
+        seconds, does not hang on one unlucky second."""
+        # wrk runs whole seconds: a short measurement (--quick) makes fewer pairs.
+        pairs = max(1, min(PAIRS, int(self.opts.duration)))
+        piece = self.opts.duration / pairs
+        baselines = [self.baseline_load(connections, piece).rps]
+        runs: list[wrk.WrkResult] = []
+        for _ in range(pairs):
+            result, start = run(start, piece)
+            runs.append(result)
+            baselines.append(self.baseline_load(connections, piece).rps)
+        ratios = [
+            r.rps / ((before + after) / 2) if before + after > 0 else 0.0
+            for r, before, after in zip(runs, baselines, baselines[1:], strict=False)
+        ]
+        return wrk.merged(runs), start, statistics.mean(baselines), ratios
 
     def run_backend(self, backend: str) -> None:
         names = scenarios_for(self.opts, backend)
@@ -784,6 +810,7 @@ def _measurement(
     result: wrk.WrkResult,
     note: str = "",
     paired: float | None = None,
+    pairs: list[float] | None = None,
 ) -> Measurement:
     return Measurement(
         scenario=scenario,
@@ -798,6 +825,7 @@ def _measurement(
         note=note,
         paired_baseline_rps=None if paired is None else round(paired, 1),
         cpu_us=None if result.cpu_us_per_request is None else round(result.cpu_us_per_request, 1),
+        pair_ratios=None if pairs is None else [round(r, 3) for r in pairs],
     )
 
 
@@ -864,7 +892,12 @@ def _wrk_version() -> str | None:
 
 def estimate_seconds(opts: Options) -> float:
     """A rough duration of the run (pure): load time plus start-up and seeding."""
-    paired = opts.duration if TARGET_CONNECTIONS in opts.connections else 0.0
+    # The baseline runs around the PAIRS runs at the targets' count, and wrk's start-ups.
+    paired = (
+        opts.duration * (PAIRS + 1) / PAIRS + PAIRS
+        if TARGET_CONNECTIONS in opts.connections
+        else 0.0
+    )
     per_scenario = opts.warmup + opts.duration * len(opts.connections) + paired + 1.5
     scenarios = sum(len(scenarios_for(opts, b)) for b in opts.backends)
     daemons = len(opts.backends) * 2

@@ -50,6 +50,10 @@ class Measurement:
     paired_baseline_rps: float | None = None
     #: Server CPU microseconds per request (one server process only), when measured.
     cpu_us: float | None = None
+    #: When measured in alternation with the baseline (B D B D ... B): each daemon run's
+    #: req/s over the mean of the baseline runs on either side of it. The ratio is their
+    #: median.
+    pair_ratios: list[float] | None = None
 
     @property
     def error_total(self) -> int:
@@ -95,7 +99,10 @@ def ratio(rps: float, baseline_rps: float | None) -> float | None:
 
 
 def ratio_of(m: Measurement, baseline: Mapping[int, float]) -> float | None:
-    """To the paired baseline when there is one, else to the run's mean at that count."""
+    """The median of the alternating pairs when there are some, else to the paired
+    baseline, else to the run's mean baseline at that connection count."""
+    if m.pair_ratios:
+        return statistics.median(m.pair_ratios)
     return ratio(m.rps, m.paired_baseline_rps or baseline.get(m.connections))
 
 
@@ -116,6 +123,18 @@ def _fmt_ratio(value: float | None) -> str:
 def _fmt_errors(errors: Mapping[str, int]) -> str:
     shown = [f"{k}={v}" for k, v in errors.items() if v]
     return ",".join(shown) if shown else "0"
+
+
+def _mark(m: Measurement) -> str:
+    if m.pair_ratios:
+        return "**"
+    return "*" if m.paired_baseline_rps else " "
+
+
+def _fmt_pairs(m: Measurement) -> str:
+    if not m.pair_ratios:
+        return ""
+    return "  [" + " ".join(f"{r:.2f}" for r in m.pair_ratios) + "]"
 
 
 def format_table(
@@ -139,14 +158,21 @@ def format_table(
         lines.append(
             f"{m.scenario:<18} {m.backend:<8} {m.connections:>5} {m.rps:>8.0f} "
             f"{m.p50_ms:>8.2f} {m.p99_ms:>8.2f} "
-            f"{_fmt_ratio(row.ratio):>6}{'*' if m.paired_baseline_rps else ' '} {target:>7}  "
-            f"{_fmt_errors(m.errors)}{verdict}" + (f"  ({m.note})" if m.note else "")
+            f"{_fmt_ratio(row.ratio):>6}{_mark(m):<2}{target:>7}  "
+            f"{_fmt_errors(m.errors)}{verdict}"
+            + (f"  ({m.note})" if m.note else "")
+            + _fmt_pairs(m)
         )
-    if any(r.measurement.paired_baseline_rps for r in table_rows):
+    if any(r.measurement.pair_ratios for r in table_rows):
         lines.append(
-            "ratio*: to the baseline measured right around it (half before, half after); "
-            "other ratios: to the mean baseline of the run at that connection count"
+            "ratio**: the median over the measurement's runs, which alternate with the "
+            "baseline's (B D B D ... B), of each run's req/s over the mean of the baseline "
+            "runs on either side of it; pairs in brackets"
         )
+    if any(r.measurement.paired_baseline_rps and not r.measurement.pair_ratios for r in table_rows):
+        lines.append("ratio*: to the baseline measured right around it (half before, half after)")
+    if any(_mark(r.measurement) == " " for r in table_rows):
+        lines.append("other ratios: to the mean baseline of the run at that connection count")
     if drift:
         spread = ", ".join(f"c={c}: {d:.0%}" for c, d in sorted(drift.items()))
         lines.append(f"baseline spread over the run (max-min)/mean: {spread}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +156,34 @@ def run(args: list[str], *, wall_timeout: float) -> WrkResult:
     if done.returncode != 0:
         raise WrkError(f"wrk exited {done.returncode}: {done.stderr.strip()[-2000:]}")
     return parse_output(done.stdout)
+
+
+def merged(results: Sequence[WrkResult]) -> WrkResult:
+    """Several runs against one server as one (pure): requests, time, errors and CPU add
+    up; the median of the runs' medians; the worst run's p90, p99 and maximum (a tail
+    seen in any run is a tail); the mean weighted by requests."""
+    if not results:
+        raise ValueError("nothing to merge")
+    requests = sum(r.requests for r in results)
+    cpu = [r.server_cpu_s for r in results]
+    return WrkResult(
+        requests=requests,
+        duration_s=sum(r.duration_s for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p90_ms=max(r.p90_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
+        mean_ms=sum(r.mean_ms * r.requests for r in results) / requests if requests else 0.0,
+        max_ms=max(r.max_ms for r in results),
+        connect_errors=sum(r.connect_errors for r in results),
+        read_errors=sum(r.read_errors for r in results),
+        write_errors=sum(r.write_errors for r in results),
+        timeouts=sum(r.timeouts for r in results),
+        non_2xx=sum(r.non_2xx for r in results),
+        used_max=sum(r.used_max for r in results),
+        exhausted=sum(r.exhausted for r in results),
+        threads=results[0].threads,
+        server_cpu_s=None if None in cpu else sum(c for c in cpu if c is not None),
+    )
 
 
 def next_start(start: int, result: WrkResult) -> int:

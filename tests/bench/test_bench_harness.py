@@ -517,3 +517,70 @@ def test_more_state_and_less_are_measured_in_alternation_on_each_backend(
     assert state["rounds"] == [0.95, 1.0, 0.9, 0.8]
     assert state["ratio"] == 0.925
     assert state["large"] == 100_000
+
+
+def wrk_result(requests: int, **kw: Any) -> wrk.WrkResult:
+    fields: dict[str, Any] = {"duration_s": 1.0, "p50_ms": 2.0, "p90_ms": 3.0, "p99_ms": 4.0}
+    fields |= {"mean_ms": 2.5, "max_ms": 9.0, "threads": 2, "server_cpu_s": 0.5}
+    return wrk.WrkResult(requests, **(fields | kw))
+
+
+def test_runs_merge_into_one_result_with_the_worst_tail() -> None:
+    one = wrk_result(1000, p50_ms=2.0, p99_ms=4.0, read_errors=1, used_max=10)
+    two = wrk_result(3000, p50_ms=3.0, p99_ms=40.0, mean_ms=5.0, used_max=30)
+    three = wrk_result(2000, p50_ms=1.0, p99_ms=5.0, server_cpu_s=None)
+    merged = wrk.merged([one, two])
+    assert (merged.requests, merged.duration_s, merged.rps) == (4000, 2.0, 2000.0)
+    assert (merged.p50_ms, merged.p99_ms, merged.read_errors) == (2.5, 40.0, 1)
+    assert merged.mean_ms == (2.5 * 1000 + 5.0 * 3000) / 4000
+    assert (merged.used_max, merged.server_cpu_s) == (40, 1.0)
+    assert wrk.merged([one, two, three]).p50_ms == 2.0
+    assert wrk.merged([one, three]).server_cpu_s is None  # unknown for part of the time
+
+
+class PairedBench(harness.Bench):
+    """The harness with a scripted baseline: its runs answer the req/s given, in order."""
+
+    def __init__(self, tmp: Path, baseline: list[float], duration: str = "4s") -> None:
+        super().__init__(options.parse(["--duration", duration]), tmp)
+        self.scripted = baseline
+        self.order: list[str] = []
+
+    def baseline_load(self, connections: int, duration: float) -> wrk.WrkResult:
+        self.order.append(f"B{duration:g}")
+        return wrk_result(int(self.scripted.pop(0) * duration), duration_s=duration)
+
+
+def test_the_target_measurement_alternates_with_the_baseline_and_takes_the_median_pair(
+    tmp_path: Path,
+) -> None:
+    bench = PairedBench(tmp_path, [1000, 1000, 1000, 1000, 1000])
+    daemon = [800, 800, 400, 800]  # one slow second
+    starts: list[int] = []
+
+    def run(start: int, duration: float) -> tuple[wrk.WrkResult, int]:
+        bench.order.append(f"D{duration:g}")
+        starts.append(start)
+        return wrk_result(daemon.pop(0), used_max=5), start + 10
+
+    result, next_start, mean_baseline, pairs = bench.paired(run, 64, start=7)
+    assert bench.order == ["B1", "D1", "B1", "D1", "B1", "D1", "B1", "D1", "B1"]
+    assert starts == [7, 17, 27, 37] and next_start == 47  # single-use pools move on
+    assert pairs == [0.8, 0.8, 0.4, 0.8]
+    assert (mean_baseline, result.requests) == (1000.0, 2800)
+    m = harness._measurement("introspect-opaque", "memory", 64, result, "", mean_baseline, pairs)
+    # The slow second is one pair of four, not a quarter off the verdict (0.7).
+    assert report.ratio_of(m, {}) == 0.8
+    text = report.format_table(report.rows([m], {64: 1000.0}), [], {})
+    assert "0.80**" in text and "[0.80 0.80 0.40 0.80]" in text and "ratio**" in text
+
+
+def test_a_short_measurement_makes_fewer_pairs(tmp_path: Path) -> None:
+    bench = PairedBench(tmp_path, [1000, 1000], duration="1s")
+
+    def run(start: int, duration: float) -> tuple[wrk.WrkResult, int]:
+        bench.order.append(f"D{duration:g}")
+        return wrk_result(1000), start
+
+    *_, pairs = bench.paired(run, 64, start=0)
+    assert bench.order == ["B1", "D1", "B1"] and pairs == [1.0]
