@@ -46,11 +46,10 @@ FLOW_REDIRECT = "http://127.0.0.1:5555/callback"
 FLOW_LOGINS = 2
 #: Small state of the state-size comparison, and the access tokens it cycles through.
 SMALL_STATE = 1_000
-#: Runs on each side of a daemon-against-itself comparison (workers, state), alternated.
+#: Runs on each side of an alternated comparison: the daemon against the baseline at the
+#: targets' connection count (``Bench.paired``), the daemon against itself with more
+#: workers or more state (``Bench.alternated_intro``).
 ALTERNATIONS = 4
-#: Daemon runs of a measurement at the targets' connection count, each between two
-#: baseline runs (see ``Bench.paired``).
-PAIRS = 4
 
 
 @dataclass
@@ -504,9 +503,9 @@ class Bench:
         connections: int,
         start: int,
     ) -> tuple[wrk.WrkResult, int, float, list[float]]:
-        """The measurement at the targets' connection count, in ``PAIRS`` runs of the
-        daemon alternating with the baseline's: B D B D ... D B, each a ``PAIRS``th of the
-        measurement time (fewer, for a measurement shorter than ``PAIRS`` seconds).
+        """The measurement at the targets' connection count, in ``ALTERNATIONS`` runs of
+        the daemon alternating with the baseline's: B D B D ... D B, together as long as
+        one measurement (fewer runs when it is shorter than ``ALTERNATIONS`` seconds).
         Returns the daemon's runs as one result, the next pool start, the baselines' mean
         req/s, and each run's req/s over the mean of the baseline runs on either side of
         it (the reported ratio is their median).
@@ -517,7 +516,7 @@ class Bench:
         of that in its one ratio. The median of several pairs, each measured within
         seconds, does not hang on one unlucky second."""
         # wrk runs whole seconds: a short measurement (--quick) makes fewer pairs.
-        pairs = max(1, min(PAIRS, int(self.opts.duration)))
+        pairs = max(1, min(ALTERNATIONS, int(self.opts.duration)))
         piece = self.opts.duration / pairs
         baselines = [self.baseline_load(connections, piece).rps]
         runs: list[wrk.WrkResult] = []
@@ -892,9 +891,9 @@ def _wrk_version() -> str | None:
 
 def estimate_seconds(opts: Options) -> float:
     """A rough duration of the run (pure): load time plus start-up and seeding."""
-    # The baseline runs around the PAIRS runs at the targets' count, and wrk's start-ups.
+    # The baseline runs around the daemon's at the targets' count, and wrk's start-ups.
     paired = (
-        opts.duration * (PAIRS + 1) / PAIRS + PAIRS
+        opts.duration * (ALTERNATIONS + 1) / ALTERNATIONS + ALTERNATIONS
         if TARGET_CONNECTIONS in opts.connections
         else 0.0
     )
